@@ -1,0 +1,205 @@
+"""The one home of array-namespace glue: NumPy and torch fast paths behind one small API.
+
+Every public function of :mod:`trpl_math` finds the namespace of its inputs with
+:func:`namespace` and calls only the helpers here for anything the array API standard does not
+offer (triangular solves, Cholesky with a failure flag, a matrix square root whose gradient is
+finite for repeated eigenvalues, ``stop_gradient``). Everything else is plain ``xp`` code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+import scipy.linalg
+
+Array = Any  # a NumPy array or a torch tensor
+
+_VALIDATE: contextvars.ContextVar[bool] = contextvars.ContextVar("trpl_validate", default=True)
+
+
+def validation_enabled() -> bool:
+    """Whether input checks run (see :func:`no_validation`)."""
+    return _VALIDATE.get()
+
+
+@contextlib.contextmanager
+def no_validation() -> Iterator[None]:
+    """Skip all input checks inside the block (for hot training loops).
+
+    Inside the block, shapes are still broadcast, but non-finite values, non-symmetric or
+    non-positive-definite covariances and non-positive bounds are no longer reported: such input
+    then gives undefined (possibly NaN) output. With torch this also avoids the device
+    synchronisation that reading the Cholesky failure flag costs.
+
+    Example:
+        >>> import numpy as np, trpl_math
+        >>> with trpl_math.no_validation():
+        ...     p = trpl_math.kl_projection(np.ones(2), np.ones(2), np.zeros(2), np.ones(2),
+        ...                                 eps_mean=0.1, eps_cov=0.1, diag=True)
+    """
+    token = _VALIDATE.set(False)
+    try:
+        yield
+    finally:
+        _VALIDATE.reset(token)
+
+
+def namespace(*arrays: Any) -> ModuleType:
+    """Return the array namespace shared by ``arrays`` (Python scalars and ``None`` ignored).
+
+    Raises:
+        TypeError: if the arrays come from different libraries (e.g. NumPy and torch mixed).
+    """
+    arrs = [a for a in arrays if a is not None and not isinstance(a, int | float)]
+    try:
+        return array_api_compat.array_namespace(*arrs)
+    except TypeError as err:
+        kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrs})
+        raise TypeError(
+            f"all array arguments must be of one kind (NumPy arrays or torch tensors), "
+            f"got a mix of {', '.join(kinds)}"
+        ) from err
+
+
+def is_torch(xp: ModuleType) -> bool:
+    return array_api_compat.is_torch_namespace(xp)
+
+
+def mT(x: Array) -> Array:
+    """Swap the last two axes."""
+    return x.mT if hasattr(x, "mT") else np.swapaxes(x, -1, -2)
+
+
+def sym(x: Array) -> Array:
+    """Symmetrise a batch of square matrices."""
+    return 0.5 * (x + mT(x))
+
+
+def stop_gradient(x: Array, xp: ModuleType) -> Array:
+    """``x`` as a constant: detached from the autograd graph (a no-op for NumPy)."""
+    return x.detach() if is_torch(xp) else x
+
+
+def cholesky(x: Array, xp: ModuleType, *, name: str, check: bool) -> Array:
+    """Lower Cholesky factor of a batch of matrices.
+
+    With ``check`` a failure raises ``ValueError`` naming ``name``; without it the factor of a
+    non-positive-definite matrix is undefined (torch returns a partial factor, no sync).
+    """
+    if is_torch(xp):
+        import torch
+
+        L, info = torch.linalg.cholesky_ex(x)
+        if check and bool((info != 0).any()):
+            bad = torch.nonzero(info.reshape(-1) != 0)[0].item()
+            raise ValueError(
+                f"{name} is not positive definite (first failing matrix at flat batch index {bad})"
+            )
+        return L
+    try:
+        return np.linalg.cholesky(x)
+    except np.linalg.LinAlgError as err:
+        if not check:
+            return np.full_like(x, np.nan)
+        raise ValueError(f"{name} is not positive definite") from err
+
+
+def solve_tril(L: Array, b: Array, xp: ModuleType, *, transpose: bool = False) -> Array:
+    """Solve ``L x = b`` (or ``Lᵀ x = b`` with ``transpose``) for lower-triangular ``L``.
+
+    Shapes: ``L (..., d, d)``, ``b (..., d, k)``; batch dimensions must already agree.
+    """
+    if is_torch(xp):
+        import torch
+
+        if transpose:
+            return torch.linalg.solve_triangular(L.mT, b, upper=True)
+        return torch.linalg.solve_triangular(L, b, upper=False)
+    return scipy.linalg.solve_triangular(L, b, lower=True, trans="T" if transpose else "N")
+
+
+def solve_tril_vec(L: Array, b: Array, xp: ModuleType) -> Array:
+    """Solve ``L x = b`` for a batch of vectors ``b (..., d)``."""
+    return solve_tril(L, b[..., None], xp)[..., 0]
+
+
+def eigvalsh(x: Array, xp: ModuleType) -> Array:
+    """Ascending eigenvalues of a batch of symmetric matrices (differentiable with torch)."""
+    if is_torch(xp):
+        import torch
+
+        return torch.linalg.eigvalsh(x)
+    return np.linalg.eigvalsh(x)
+
+
+def eigh(x: Array, xp: ModuleType) -> tuple[Array, Array]:
+    """Eigenvalues (ascending) and eigenvectors (columns) of symmetric matrices; no gradient use."""
+    if is_torch(xp):
+        import torch
+
+        return torch.linalg.eigh(x)
+    return np.linalg.eigh(x)
+
+
+def logdet_from_chol(L: Array, xp: ModuleType) -> Array:
+    """``log|L Lᵀ|`` from its lower Cholesky factor, shape ``(...)``."""
+    return 2.0 * xp.sum(xp.log(diagonal(L, xp)), axis=-1)
+
+
+def diagonal(x: Array, xp: ModuleType) -> Array:
+    """Diagonal of a batch of matrices, shape ``(..., d)``."""
+    return xp.linalg.diagonal(x) if hasattr(xp, "linalg") else np.diagonal(x, axis1=-2, axis2=-1)
+
+
+def eye_like(x: Array, d: int, xp: ModuleType) -> Array:
+    """The ``d × d`` identity with the dtype and device of ``x``."""
+    return xp.eye(d, dtype=x.dtype, device=array_api_compat.device(x))
+
+
+def sqrtm_psd(x: Array, xp: ModuleType) -> Array:
+    """Symmetric square root of a batch of symmetric positive-definite matrices.
+
+    With torch the backward pass solves the Sylvester equation ``S dS + dS S = dA`` in the
+    eigenbasis, ``dA' = dS' / (s_i + s_j)``, which stays finite when eigenvalues repeat (the
+    generic ``eigh`` backward divides by their differences and gives NaN there).
+    """
+    if is_torch(xp):
+        return _SqrtmPSD.apply(x)
+    w, v = np.linalg.eigh(x)
+    s = np.sqrt(np.clip(w, 0.0, None))
+    return sym((v * s[..., None, :]) @ mT(v))
+
+
+def _make_sqrtm_function() -> Any:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return None
+
+    class SqrtmPSD(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, a: Any) -> Any:
+            w, v = torch.linalg.eigh(a)
+            s = w.clamp_min(0).sqrt()
+            ctx.save_for_backward(s, v)
+            root = (v * s.unsqueeze(-2)) @ v.mT
+            return 0.5 * (root + root.mT)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            s, v = ctx.saved_tensors
+            g = v.mT @ (0.5 * (grad + grad.mT)) @ v
+            denom = s.unsqueeze(-1) + s.unsqueeze(-2)
+            g = g / denom.clamp_min(torch.finfo(s.dtype).tiny)
+            return v @ g @ v.mT
+
+    return SqrtmPSD
+
+
+_SqrtmPSD = _make_sqrtm_function()
