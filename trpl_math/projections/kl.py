@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 from trpl_math import _backend as B
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_pair
-from trpl_math.divergences import kl_cov_chol, kl_cov_diag, maha_chol
+from trpl_math.divergences import kl_cov_chol, kl_cov_diag, maha_chol, x_minus_log1p
 from trpl_math.projections._kl_solver import kl_cov_curve, solve_in_t
 from trpl_math.projections.mean import project_mean
 from trpl_math.types import Gaussian
@@ -73,36 +73,90 @@ def kl_projection(
     eps_c = prepare_bound(eps_cov, "eps_cov", xp, p.mean, p.batch_shape)
     diff = p.mean - p.old_mean
     if diag:
-        chol = old_chol = None
         maha = xp.sum(diff * diff / p.old_cov, axis=-1)
-        kl_now = kl_cov_diag(p.cov, p.old_cov, xp)
     else:
-        check = B.validation_enabled()
-        old_chol = B.cholesky(p.old_cov, xp, name="old_cov", check=check)
-        chol = B.cholesky(p.cov, xp, name="cov", check=check)
+        old_chol = B.cholesky(p.old_cov, xp, name="old_cov", check=B.validation_enabled())
         maha = maha_chol(diff, old_chol, xp)
-        kl_now = kl_cov_chol(chol, old_chol, xp)
     proj_mean = project_mean(p.mean, p.old_mean, 0.5 * maha, eps_m, xp)
-    active = kl_now > eps_c
-    if not bool(xp.any(active)):
-        return Gaussian(proj_mean, p.cov)
+    if B.is_torch(xp):
+        from trpl_math.torch._autograd import KLCovProjection
 
-    pencil = Pencil(p.cov, p.old_cov, chol, old_chol, diag, xp)
-    lam = pencil.eigenvalues()
-    t = solve_in_t(
-        lambda t: kl_cov_curve(lam, t, xp), _f64(B.stop_gradient(eps_c, xp), xp), active, xp
-    )
-    dkl_dt = kl_cov_curve(lam, t, xp)[1]
-    eta_star = xp.astype((1.0 - t) / t, p.cov.dtype)
-    deta = xp.astype(-t * t * dkl_dt, p.cov.dtype)  # dKL/dη = dKL/dt · dt/dη, dt/dη = -t²
+        proj_cov = KLCovProjection.apply(p.cov, p.old_cov, eps_c, diag)
+    else:
+        proj_cov = kl_cov_eigen_projection(p.cov, p.old_cov, eps_c, diag, xp).cov
+    return Gaussian(proj_mean, proj_cov)
 
-    def constraint(eta: Array) -> tuple[Array, Array]:
-        cov_t = (1.0 + eta)[pencil.ex] * pencil.interpolate(eta).cov
-        return pencil.kl_cov(cov_t) - eps_c, cov_t
 
-    eta = implicit_newton_step(constraint, eta_star, deta, active, xp)
-    cov_t = (1.0 + eta)[pencil.ex] * pencil.interpolate(eta).cov
-    return Gaussian(proj_mean, xp.where(active[pencil.ex], cov_t, p.cov))
+class EigenSolution(NamedTuple):
+    """The KL covariance projection in the generalised eigenbasis (arrays without gradient).
+
+    Attributes:
+        cov: ``(..., d, d)`` (or ``(..., d)``) projected covariances (the input where inactive).
+        basis: ``V = L_o U`` with ``Vᵀ Σ_o⁻¹ V = I`` and ``Vᵀ Σ⁻¹ V = diag λ``; the old standard
+            deviations ``(..., d)`` if diagonal.
+        old_chol: ``L_o`` (``basis`` again if diagonal).
+        lam: ``(..., d)`` generalised eigenvalues λ (float64).
+        nu: ``(..., d)`` ``ν = 1 + t(λ - 1)``, the whitened projected precision (float64).
+        t: ``(...)`` ``1/(1 + η)`` (float64; 1 where inactive).
+        active: ``(...)`` states whose covariance part exceeded the bound.
+    """
+
+    cov: Array
+    basis: Array
+    old_chol: Array
+    lam: Array
+    nu: Array
+    t: Array
+    active: Array
+
+
+def kl_cov_eigen_projection(
+    cov: Array, old_cov: Array, eps: Array, diag: bool, xp: ModuleType
+) -> EigenSolution:
+    """Forward pass of the KL covariance projection after one generalised eigendecomposition.
+
+    Whitening by ``L_o`` and rotating by the eigenvectors ``U`` of ``L_o⁻¹ Σ L_o⁻ᵀ``
+    (eigenvalues ``1/λ_i``) makes every matrix of Eq. 11 diagonal: the projection is
+    ``Σ̃ = V diag(1/ν) Vᵀ`` with ``V = L_o U`` and ``ν_i = 1 + t(λ_i - 1)``, ``t`` the root of
+    ``KLcov(t) = ε`` (see ``_kl_solver``). Inputs are taken as constants (no gradient).
+
+    Args:
+        cov, old_cov: ``(..., d, d)`` (``(..., d)`` if ``diag``) of one batch shape.
+        eps: ``(...)`` bounds.
+
+    Raises:
+        ValueError: (when validating) ``cov`` or ``old_cov`` not positive definite.
+    """
+    check = B.validation_enabled()
+    cov, old_cov, eps = (B.stop_gradient(x, xp) for x in (cov, old_cov, eps))
+    if diag:
+        basis = old_chol = xp.sqrt(old_cov)
+        lam = _f64(old_cov / cov, xp)
+        kl_now = 0.5 * xp.sum(x_minus_log1p(1.0 / lam - 1.0, xp), axis=-1)
+    else:
+        old_chol = B.cholesky(old_cov, xp, name="old_cov", check=check)
+        half = B.solve_tril(old_chol, cov, xp)
+        white = B.sym(B.mT(B.solve_tril(old_chol, B.mT(half), xp)))  # L_o⁻¹ Σ L_o⁻ᵀ
+        ratio, rot = B.eigh(white, xp)
+        if check and not bool(xp.all(ratio > 0)):
+            raise ValueError("cov is not positive definite")
+        basis = old_chol @ rot
+        ratio = _f64(ratio, xp)
+        lam = 1.0 / ratio
+        kl_now = 0.5 * xp.sum(x_minus_log1p(ratio - 1.0, xp), axis=-1)
+    eps64 = _f64(eps, xp)
+    active = kl_now > eps64
+    hx, (lam_h, eps_h, active_h) = B.to_host(xp, lam, eps64, active)
+    t = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, active_h, hx)
+    t = B.from_host(t, xp, lam)
+    nu = 1.0 + t[..., None] * (lam - 1.0)
+    inv_nu = xp.astype(1.0 / nu, cov.dtype)
+    if diag:
+        proj = xp.where(active[..., None], old_cov * inv_nu, cov)
+    else:
+        proj = B.sym((basis * inv_nu[..., None, :]) @ B.mT(basis))
+        proj = xp.where(active[..., None, None], proj, cov)
+    return EigenSolution(proj, basis, old_chol, lam, nu, t, active)
 
 
 def implicit_newton_step(

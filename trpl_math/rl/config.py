@@ -1,0 +1,305 @@
+"""Typed training configuration, YAML loading and ``--set key=value`` overrides.
+
+One :class:`TrainConfig` holds every knob of a run. The YAML files in ``trpl_math/rl/configs/``
+(``<method>_<family>.yaml``, family in ``mujoco``, ``humanoid``, ``reacher_sparse``) reproduce
+Tables 2, 3 and 4 of Otto et al. (ICLR 2021); fields a file does not set keep the defaults below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Methods implemented: the trust-region projections and the two PPO baselines.
+PROJECTION_METHODS: tuple[str, ...] = ("frob", "w2", "w2_exact", "kl", "kl_joint")
+PPO_METHODS: tuple[str, ...] = ("ppo", "ppo_m")
+METHODS: tuple[str, ...] = PROJECTION_METHODS + PPO_METHODS
+#: Task families that have a YAML file per method.
+FAMILIES: tuple[str, ...] = ("mujoco", "humanoid", "reacher_sparse")
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (defaults: Table 2, KL projection, Hopper)."""
+
+    # --- task and budget -------------------------------------------------------------------
+    env_id: str = "Hopper-v5"
+    """Gymnasium id of the task (any registered id; ``ReacherSparse-v0`` needs ``trpl_math.rl.envs``)."""
+    method: str = "kl"
+    """One of ``frob, w2, w2_exact, kl, kl_joint, ppo, ppo_m``."""
+    seed: int = 0
+    """Seeds torch, NumPy and the environments; equal seeds give bitwise-equal runs."""
+    total_steps: int = 1_000_000
+    """Environment steps of training (the paper: 1M for Hopper etc., 10M for Humanoid)."""
+    num_envs: int = 1
+    """Parallel copies of the environment (SyncVectorEnv); ``rollout_steps`` is split over them."""
+    rollout_steps: int = 2048
+    """Samples per iteration, over all environments ("rollouts" in Tables 2-4)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+
+    # --- networks ------------------------------------------------------------------------
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layers of the policy."""
+    vf_hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layers of the value network."""
+    activation: str = "tanh"
+    """Hidden activation: ``tanh`` or ``relu``."""
+    cov_type: str = "diag"
+    """``diag`` (variances) or ``full`` (Cholesky-parametrised covariance)."""
+    contextual_cov: bool = False
+    """State-dependent covariance (a network head) instead of a free parameter."""
+    init_std: float = 1.0
+    """Initial standard deviation of every action dimension."""
+    min_std: float = 1e-5
+    """Lower bound added to the standard deviation (numerical safety)."""
+
+    # --- optimisation -------------------------------------------------------------------
+    epochs: int = 20
+    """Policy epochs per iteration."""
+    vf_epochs: int = 10
+    """Value-function epochs per iteration (own optimizer)."""
+    lr: float = 5e-5
+    """Policy Adam learning rate."""
+    vf_lr: float = 4.5e-4
+    """Value Adam learning rate."""
+    minibatch_size: int = 32
+    """Samples per policy minibatch (Tables 2-4 "minibatch size")."""
+    vf_minibatch_size: int | None = None
+    """Samples per value minibatch; ``None``: same as ``minibatch_size``."""
+    adam_eps: float = 1e-5
+    """Adam epsilon of both optimizers."""
+    max_grad_norm: float | None = None
+    """Clip the global gradient norm of each network (PPO code-level setting); ``None``: off."""
+    lr_decay: bool = False
+    """Linearly decay both learning rates to 0 over training (PPO code-level setting)."""
+    norm_advantages: bool = True
+    """Standardise advantages over the iteration's batch."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight ("entropy loss penalty", 0 in the paper)."""
+
+    # --- trust region (projections) -----------------------------------------------------
+    eps_mean: float = 0.03
+    """Bound of the mean part (epsilon_mu)."""
+    eps_cov: float = 0.001
+    """Bound of the covariance part (epsilon_Sigma)."""
+    eps_joint: float | None = None
+    """Joint KL bound for ``kl_joint`` (``None``: eps_mean + eps_cov)."""
+    scaled: bool = True
+    """W2 in the metric of the old covariance (the paper's default)."""
+    alpha: float = 8.0
+    """Weight of the trust-region regression penalty (Eq. 12)."""
+    regression_steps: int = 0
+    """Extra supervised regression steps towards the projection after the policy epochs."""
+    regression_lr: float | None = None
+    """Learning rate of those steps (``None``: ``lr``)."""
+    entropy_control: bool = False
+    """Entropy control (the paper's -E variants, Sec. 4.2)."""
+    entropy_schedule: str = "exp"
+    """``exp`` or ``linear`` schedule of the entropy bound."""
+    target_entropy: float = 0.0
+    """Per-dimension target entropy kappa."""
+    temperature: float = 0.5
+    """Temperature tau of the exponential schedule."""
+    entropy_equality: bool = False
+    """Equality (True) or inequality entropy constraint."""
+
+    # --- PPO ----------------------------------------------------------------------------
+    clip_ratio: float = 0.2
+    """Importance-ratio clip of PPO / PPO-M."""
+    vf_clip: float | None = None
+    """Clip of the value update around the old values; ``None``: off."""
+
+    # --- normalisation ------------------------------------------------------------------
+    norm_obs: bool = True
+    """Running observation normalisation (saved with the agent)."""
+    obs_clip: float | None = None
+    """Clip normalised observations to +-obs_clip; ``None``: off."""
+    norm_rewards: bool = False
+    """Scale rewards by the running std of the discounted return."""
+    reward_clip: float | None = None
+    """Clip scaled rewards to +-reward_clip; ``None``: off."""
+
+    # --- evaluation, logging, checkpoints ----------------------------------------------
+    eval_episodes: int = 5
+    """Deterministic evaluation episodes per evaluation (0: none)."""
+    eval_every: int = 1
+    """Evaluate every this many iterations."""
+    checkpoint_every: int = 10
+    """Checkpoint every this many iterations (and always at the end)."""
+    torch_threads: int = 1
+    """torch.set_num_threads for the run."""
+
+    @property
+    def num_iterations(self) -> int:
+        """Training iterations: ``total_steps // rollout_steps`` (at least 1)."""
+        return max(1, self.total_steps // self.rollout_steps)
+
+    @property
+    def steps_per_env(self) -> int:
+        """Rollout length of each environment copy."""
+        return self.rollout_steps // self.num_envs
+
+    @property
+    def is_projection(self) -> bool:
+        """Whether the method uses the trust-region layer."""
+        return self.method in PROJECTION_METHODS
+
+    def validate(self) -> TrainConfig:
+        """Raise ValueError on inconsistent settings; return ``self``."""
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.cov_type not in ("diag", "full"):
+            raise ValueError(f"cov_type must be 'diag' or 'full', got {self.cov_type!r}")
+        if self.activation not in ("tanh", "relu"):
+            raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
+        if self.entropy_schedule not in ("exp", "linear"):
+            raise ValueError(f"entropy_schedule must be 'exp' or 'linear', got {self.entropy_schedule!r}")
+        if self.num_envs < 1 or self.rollout_steps % self.num_envs:
+            raise ValueError(
+                f"rollout_steps ({self.rollout_steps}) must be a positive multiple of num_envs "
+                f"({self.num_envs})"
+            )
+        for name in ("minibatch_size", "epochs", "vf_epochs", "total_steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.minibatch_size > self.rollout_steps:
+            raise ValueError("minibatch_size must not exceed rollout_steps")
+        for name in ("eps_mean", "eps_cov", "lr", "vf_lr", "gamma"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if self.entropy_control and not self.is_projection:
+            raise ValueError("entropy_control needs a projection method")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert ``value`` (from YAML or a ``--set`` string) to the type of field ``name``."""
+    hint = _HINTS[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if isinstance(value, str):
+        text = value.strip()
+        if optional and text.lower() in ("none", "null", "~"):
+            return None
+        value = yaml.safe_load(text) if text else text
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{name} may not be None")
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    origin = typing.get_origin(base)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} expects a list, got {value!r}")
+        return [int(v) for v in value]
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} expects true/false, got {value!r}")
+        return value
+    if base is int:
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError(f"{name} expects an integer, got {value!r}")
+        return int(float(value))
+    if base is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{name} expects a number, got {value!r}")
+        return float(value)
+    if base is str:
+        return str(value)
+    return value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``["key=value", ...]`` (values as YAML scalars) into a dict of typed values."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"override must look like key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def config_from_dict(data: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """Build a validated config from ``data`` on top of ``base`` (default: the defaults).
+
+    Raises:
+        ValueError: on an unknown key or a value of the wrong type.
+    """
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown config keys: {unknown}")
+    cfg = dataclasses.replace(base) if base is not None else TrainConfig()
+    for key, value in data.items():
+        setattr(cfg, key, _coerce(key, value))
+    return cfg.validate()
+
+
+def config_path(method: str, family: str = "mujoco") -> Path:
+    """Path of the shipped YAML file for ``method`` and task ``family``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return CONFIG_DIR / f"{method}_{family}.yaml"
+
+
+def family_of(env_id: str) -> str:
+    """Task family of a Gymnasium id (``humanoid`` for Humanoid*, ``reacher_sparse``, else ``mujoco``)."""
+    if env_id.startswith("ReacherSparse"):
+        return "reacher_sparse"
+    if env_id.startswith("Humanoid"):
+        return "humanoid"
+    return "mujoco"
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    method: str | None = None,
+    env_id: str | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> TrainConfig:
+    """Load a config: the YAML file ``path`` (default: the shipped one for method/env family),
+    then ``method``/``env_id`` if given, then ``overrides`` (dict or ``key=value`` strings).
+    """
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    overrides = dict(overrides or {})
+    if path is None:
+        m = method or overrides.get("method") or TrainConfig.method
+        e = env_id or overrides.get("env_id") or TrainConfig.env_id
+        path = config_path(str(m), family_of(str(e)))
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at top level")
+    if method is not None:
+        data["method"] = method
+    if env_id is not None:
+        data["env_id"] = env_id
+    data.update(overrides)
+    return config_from_dict(data)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write ``cfg`` as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

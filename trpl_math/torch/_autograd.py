@@ -1,0 +1,110 @@
+"""Hand-written torch backward passes, the one place where the core needs autograd glue.
+
+* :class:`SqrtmPSD` — matrix square root whose gradient solves the Sylvester equation in the
+  eigenbasis (finite for repeated eigenvalues, unlike a generic ``eigh`` backward).
+* :class:`KLCovProjection` — the KL covariance projection (Eq. 10-11). Forward: the array code
+  of :mod:`trpl_math.projections.kl` (one generalised eigendecomposition, O(d) Newton steps).
+  Backward: the implicit-function gradient of the KKT system written out in the generalised
+  eigenbasis ``V`` (``Vᵀ Λ_o V = I``, ``Vᵀ Λ V = diag λ``) where Σ, Σ_o, Σ̃ and both precisions
+  are diagonal, so it costs a handful of matrix products and never divides by eigenvalue gaps.
+
+Derivation (per active state, ``G = ∂L/∂Σ̃``, ``Ĝ = Vᵀ G V``, ``ν_i = (η + λ_i)/(η + 1)``):
+``Σ̃ = V diag(1/ν) Vᵀ``; with ``P̂ = Ĝ / (ν_i ν_j)``, ``r_i = ½(1/ν_i² - 1/ν_i)``,
+``c = -Σ_i Ĝ_ii (1 - ν_i) / (ν_i² (η+1))`` (the coefficient of dη in ⟨G, dΣ̃⟩),
+``f_η = -Σ_i r_i (1 - ν_i)/(η+1)`` (= ∂KLcov/∂η) and
+``M̂ = (P̂ - (c/f_η) diag r)/(η+1)``:
+
+    ∂L/∂Σ   = V⁻ᵀ (λ_i M̂_ij λ_j) V⁻¹
+    ∂L/∂Σ_o = V⁻ᵀ (η M̂ - (c/f_η) ½ diag(1 - 1/ν)) V⁻¹
+    ∂L/∂ε   = c / f_η
+
+Inactive states pass the gradient through unchanged (identity).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from trpl_math import _backend as B
+
+
+class SqrtmPSD(torch.autograd.Function):
+    """Symmetric square root of SPD matrices with a Sylvester-equation backward."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor) -> torch.Tensor:
+        w, v = torch.linalg.eigh(a)
+        s = w.clamp_min(0).sqrt()
+        ctx.save_for_backward(s, v)
+        root = (v * s.unsqueeze(-2)) @ v.mT.contiguous()
+        return 0.5 * (root + root.mT)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        s, v = ctx.saved_tensors
+        g = v.mT @ (0.5 * (grad + grad.mT)) @ v
+        denom = s.unsqueeze(-1) + s.unsqueeze(-2)
+        g = g / denom.clamp_min(torch.finfo(s.dtype).tiny)
+        return v @ g @ v.mT.contiguous()
+
+
+class KLCovProjection(torch.autograd.Function):
+    """``(cov, old_cov, eps) -> projected cov`` of the KL projection, implicit gradients."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, cov: torch.Tensor, old_cov: torch.Tensor, eps: torch.Tensor, diag: bool
+    ) -> torch.Tensor:
+        from trpl_math.projections.kl import kl_cov_eigen_projection
+
+        sol = kl_cov_eigen_projection(cov, old_cov, eps, diag, B.namespace(cov))
+        ctx.diag = diag
+        ctx.save_for_backward(sol.basis, sol.old_chol, sol.lam, sol.nu, sol.t, sol.active)
+        return sol.cov
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        basis, old_chol, lam, nu, t, active = ctx.saved_tensors
+        diag = ctx.diag
+        dt = grad.dtype
+        lam, nu, t = lam.to(dt), nu.to(dt), t.to(dt)
+        eta1 = (1.0 / t).unsqueeze(-1)  # η + 1
+        eta = eta1 - 1.0
+        r = 0.5 * (1.0 / nu**2 - 1.0 / nu)
+        f_eta = -(r * (1.0 - nu)).sum(-1, keepdim=True) / eta1
+        if diag:
+            # basis = old std: V = diag(σ_o), V⁻ᵀ X V⁻¹ = X / σ_o².
+            g_hat = grad * basis * basis
+            c = -(g_hat * (1.0 - nu) / nu**2).sum(-1, keepdim=True) / eta1
+            k = c / f_eta
+            m_hat = (g_hat / nu**2 - k * r) / eta1
+            g_cov = lam * lam * m_hat / (basis * basis)
+            g_old = (eta * m_hat - k * 0.5 * (1.0 - 1.0 / nu)) / (basis * basis)
+            act = active.unsqueeze(-1)
+        else:
+            g_sym = 0.5 * (grad + grad.mT)
+            g_hat = basis.mT.contiguous() @ g_sym @ basis  # V = L_o U
+            g_diag = torch.diagonal(g_hat, dim1=-2, dim2=-1)
+            c = -(g_diag * (1.0 - nu) / nu**2).sum(-1, keepdim=True) / eta1
+            k = c / f_eta
+            eye = torch.diag_embed(torch.ones_like(nu))
+            p_hat = g_hat / (nu.unsqueeze(-1) * nu.unsqueeze(-2))
+            m_hat = (p_hat - (k * r).unsqueeze(-1) * eye) / eta1.unsqueeze(-1)
+            rot = torch.linalg.solve_triangular(old_chol, basis, upper=False)  # U = L_o⁻¹ V
+
+            def back(x: torch.Tensor) -> torch.Tensor:  # V⁻ᵀ x V⁻¹ = L_o⁻ᵀ U x Uᵀ L_o⁻¹
+                y = rot @ x @ rot.mT.contiguous()
+                y = torch.linalg.solve_triangular(old_chol.mT, y, upper=True)
+                return torch.linalg.solve_triangular(old_chol.mT, y.mT, upper=True).mT
+
+            g_cov = back(lam.unsqueeze(-1) * m_hat * lam.unsqueeze(-2))
+            d_old = eta.unsqueeze(-1) * m_hat - (k * 0.5 * (1.0 - 1.0 / nu)).unsqueeze(-1) * eye
+            g_old = back(d_old)
+            act = active[..., None, None]
+        g_cov = torch.where(act, B.sym(g_cov) if not diag else g_cov, grad)
+        g_old = torch.where(act, B.sym(g_old) if not diag else g_old, torch.zeros_like(g_old))
+        g_eps = torch.where(active, k.squeeze(-1), torch.zeros_like(k.squeeze(-1)))
+        return g_cov, g_old, g_eps, None
