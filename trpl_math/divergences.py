@@ -41,7 +41,7 @@ def x_minus_log1p(x: Array, xp: ModuleType) -> Array:
 
 
 def maha_chol(diff: Array, chol: Array, xp: ModuleType) -> Array:
-    """``diffᵀ Σ⁻¹ diff`` with ``Σ = L Lᵀ``; ``diff (..., d)``, ``chol (..., d, d)`` -> ``(...)``."""
+    """``diffᵀ Σ⁻¹ diff`` with ``Σ = L Lᵀ``: ``(..., d)``, ``(..., d, d)`` -> ``(...)``."""
     y = B.solve_tril_vec(chol, diff, xp)
     return xp.sum(y * y, axis=-1)
 
