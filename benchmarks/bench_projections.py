@@ -1,0 +1,181 @@
+"""Time every projection, forward and forward+backward, and report how exactly it meets its bound.
+
+Prints a Markdown table: median wall time over repeated runs with ``torch.set_num_threads(1)``,
+for every projection, diagonal and full covariances, at several batch sizes, dimensions and
+dtypes, with **every state outside its bound** (the worst case: all states are projected). Beside
+the times: the fraction of states that were active, the worst relative distance of the projected
+divergence parts from their bounds (``max |part / ε - 1|`` over states and parts), and for full
+covariances the time of one batched ``torch.linalg.eigh`` of the same matrices and each
+projection's forward+backward time as a multiple of it.
+
+    python benchmarks/bench_projections.py            # batch 512, d = 17, float64 (the targets)
+    python benchmarks/bench_projections.py --full     # batch 64/512/4096 x d 6/17/64 x f32/f64
+    python benchmarks/bench_projections.py --batch 64 512 --dim 6 --dtype float32
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import trpl_math as tm
+
+EPS_MEAN, EPS_COV, EPS_JOINT = 0.01, 1e-3, 0.01
+
+PROJECTIONS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+    "frobenius": (tm.frobenius_projection, {"eps_mean": EPS_MEAN, "eps_cov": EPS_COV}),
+    "wasserstein": (tm.wasserstein_projection, {"eps_mean": EPS_MEAN, "eps_cov": EPS_COV}),
+    "wasserstein_exact": (
+        tm.wasserstein_projection,
+        {"eps_mean": EPS_MEAN, "eps_cov": EPS_COV, "exact": True},
+    ),
+    "kl": (tm.kl_projection, {"eps_mean": EPS_MEAN, "eps_cov": EPS_COV}),
+    "kl_joint": (tm.kl_joint_projection, {"eps": EPS_JOINT}),
+}
+
+
+def make_inputs(batch: int, dim: int, dtype: torch.dtype, diag: bool, seed: int = 0) -> tuple:
+    """Old and new Gaussians far apart (every state outside every bound)."""
+    g = torch.Generator().manual_seed(seed)
+    old_mean = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    mean = old_mean + torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    if diag:
+        old_cov = torch.rand(batch, dim, generator=g, dtype=torch.float64) + 0.5
+        cov = old_cov * torch.exp(torch.randn(batch, dim, generator=g, dtype=torch.float64))
+    else:
+        def spd() -> torch.Tensor:
+            a = torch.randn(batch, dim, dim, generator=g, dtype=torch.float64) / dim**0.5
+            return a @ a.mT + 0.5 * torch.eye(dim, dtype=torch.float64)
+
+        old_cov, cov = spd(), spd()
+    return tuple(x.to(dtype) for x in (mean, cov, old_mean, old_cov))
+
+
+def median_ms(fn: Callable[[], Any], min_runs: int = 5, budget_s: float = 1.0) -> float:
+    fn()  # warm-up
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < 50):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def bound_error(name: str, proj: Any, inputs: tuple, diag: bool) -> tuple[float, float]:
+    """(fraction of active states, worst relative distance of the parts from their bounds)."""
+    mean, cov, old_mean, old_cov = (x.detach().double() for x in inputs)
+    pm, pc = proj.mean.detach().double(), proj.cov.detach().double()
+    kw = {"diag": diag}
+    if name == "kl_joint":
+        before = tm.kl_divergence(mean, cov, old_mean, old_cov, **kw).total
+        after = tm.kl_divergence(pm, pc, old_mean, old_cov, **kw).total
+        active = before > EPS_JOINT
+        return float(active.double().mean()), float((after[active] / EPS_JOINT - 1).abs().max())
+    if name == "kl":
+        measure = tm.kl_divergence
+    elif name == "frobenius":
+        measure = tm.frobenius_distance
+    elif name == "wasserstein_exact":
+        measure = tm.wasserstein_distance
+    else:  # Eq. 9 bounds the paper's own covariance measure
+
+        def measure(m: Any, c: Any, om: Any, oc: Any, diag: bool) -> tm.DivergenceParts:
+            return tm.DivergenceParts(
+                tm.wasserstein_distance(m, c, om, oc, diag=diag).mean,
+                tm.wasserstein_commuting_cov_part(c, oc, diag=diag),
+            )
+
+    before = measure(mean, cov, old_mean, old_cov, diag=diag)
+    after = measure(pm, pc, old_mean, old_cov, diag=diag)
+    act_m, act_c = before.mean > EPS_MEAN, before.cov > EPS_COV
+    err = max(
+        float((after.mean[act_m] / EPS_MEAN - 1).abs().max()) if act_m.any() else 0.0,
+        float((after.cov[act_c] / EPS_COV - 1).abs().max()) if act_c.any() else 0.0,
+    )
+    return float((act_m & act_c).double().mean()), err
+
+
+def run(batches: list[int], dims: list[int], dtypes: list[str], validate: bool) -> None:
+    torch.set_num_threads(1)
+    header = (
+        "| projection | cov | batch | d | dtype | fwd ms | fwd+bwd ms | × eigh | active "
+        "| max \\|part/ε − 1\\| |"
+    )
+    print(header)
+    print("|" + "---|" * 10)
+    for dtype_name in dtypes:
+        dtype = getattr(torch, dtype_name)
+        for batch in batches:
+            for dim in dims:
+                for diag in (True, False):
+                    inputs = make_inputs(batch, dim, dtype, diag)
+                    eigh_ms = None
+                    if not diag:
+                        eigh_ms = median_ms(lambda c=inputs[1]: torch.linalg.eigh(c))
+                        print(
+                            f"| *eigh (reference)* | full | {batch} | {dim} | {dtype_name} "
+                            f"| {eigh_ms:.3f} | | 1.0 | | |"
+                        )
+                    for name, (fn, kw) in PROJECTIONS.items():
+                        row = _row(name, fn, kw, inputs, diag, validate)
+                        ratio = f"{row[1] / eigh_ms:.2f}" if eigh_ms else ""
+                        print(
+                            f"| {name} | {'diag' if diag else 'full'} | {batch} | {dim} "
+                            f"| {dtype_name} | {row[0]:.3f} | {row[1]:.3f} | {ratio} "
+                            f"| {row[2]:.2f} | {row[3]:.1e} |",
+                            flush=True,
+                        )
+
+
+def _row(name: str, fn: Callable, kw: dict, inputs: tuple, diag: bool, validate: bool) -> tuple:
+    ctx = tm.no_validation if not validate else _null
+
+    def forward() -> Any:
+        with torch.no_grad(), ctx():
+            return fn(*inputs, diag=diag, **kw)
+
+    leaves = [x.clone().requires_grad_() for x in inputs[:2]]
+
+    def forward_backward() -> None:
+        with ctx():
+            out = fn(*leaves, *inputs[2:], diag=diag, **kw)
+        (out.mean.sum() + out.cov.sum()).backward()
+
+    fwd = median_ms(forward)
+    fb = median_ms(forward_backward)
+    active, err = bound_error(name, forward(), inputs, diag)
+    return fwd, fb, active, err
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="the whole grid of the issue")
+    parser.add_argument("--batch", type=int, nargs="+", default=[512])
+    parser.add_argument("--dim", type=int, nargs="+", default=[17])
+    parser.add_argument("--dtype", nargs="+", default=["float64"], choices=["float32", "float64"])
+    parser.add_argument(
+        "--validate", action="store_true", help="keep input checks on (default: off, as in training)"
+    )
+    args = parser.parse_args()
+    if args.full:
+        args.batch, args.dim, args.dtype = [64, 512, 4096], [6, 17, 64], ["float32", "float64"]
+    print(f"torch {torch.__version__}, 1 thread, validation {'on' if args.validate else 'off'}")
+    run(args.batch, args.dim, args.dtype, args.validate)
+
+
+if __name__ == "__main__":
+    main()
