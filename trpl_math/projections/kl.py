@@ -146,8 +146,8 @@ def kl_cov_eigen_projection(
         kl_now = 0.5 * xp.sum(x_minus_log1p(ratio - 1.0, xp), axis=-1)
     eps64 = _f64(eps, xp)
     active = kl_now > eps64
-    hx, (lam_h, eps_h, active_h) = B.to_host(xp, lam, eps64, active)
-    t = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, active_h, hx)
+    hx, (lam_h, eps_h, active_h, kl_h) = B.to_host(xp, lam, eps64, active, kl_now)
+    t = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, active_h, hx, kl_h)
     t = B.from_host(t, xp, lam)
     nu = 1.0 + t[..., None] * (lam - 1.0)
     inv_nu = xp.astype(1.0 / nu, cov.dtype)

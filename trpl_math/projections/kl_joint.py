@@ -115,15 +115,15 @@ def kl_joint_projection(
     if not bool(xp.any(solve)):
         return Gaussian(out_mean, out_cov)
 
-    host = (lam, z, eps64, solve) + (() if log_b_min0 is None else (log_b_min0,))
-    hx, (lam_h, z_h, eps_h, solve_h, *rest) = B.to_host(xp, *host)
+    host = (lam, z, eps64, solve, kl_at_one) + (() if log_b_min0 is None else (log_b_min0,))
+    hx, (lam_h, z_h, eps_h, solve_h, kl1_h, *rest) = B.to_host(xp, *host)
     log_b_h = rest[0] if rest else None
 
     def curve(t: Array) -> tuple[Array, Array]:
         kl, dkl, _ = joint_curve(lam_h, z_h, t, log_b_h, hx)
         return kl, dkl
 
-    t = B.from_host(solve_in_t(curve, eps_h, solve_h, hx), xp, lam)
+    t = B.from_host(solve_in_t(curve, eps_h, solve_h, hx, kl1_h), xp, lam)
     _, dkl_dt, b = joint_curve(lam, z, t, log_b_min0, xp)
     ent_active = b > 1.0
     eta_star = xp.astype((1.0 - t) / t, p.cov.dtype)
