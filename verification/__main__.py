@@ -1,0 +1,92 @@
+"""``python -m verification``: run every cross-check and write the report.
+
+Exit status 0 if all checks pass, 1 if any fails, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+from collections.abc import Sequence
+
+from verification.checks import CHECKS, Config, Tolerances
+from verification.report import render_markdown, run_checks, write_report
+
+QUICK = {"cases": 4, "dims": (1, 2, 3), "mc_samples": 20_000, "fd_directions": 1}
+
+
+def _dims(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"dims must be comma-separated integers, got {text!r}"
+        ) from None
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"dims must be positive, got {text!r}")
+    return dims
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m verification",
+        description="Cross-check trpl_math against convex solvers, finite differences and "
+        "Monte Carlo; write a Markdown + JSON report; exit non-zero if any check fails.",
+    )
+    p.add_argument("--cases", type=int, default=None, help="random cases per check (default 20)")
+    p.add_argument("--dims", type=_dims, default=None, help="dimensions to draw from (default 1-8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="dtype the library is called with (references are float64)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="4 cases, d in 1-3, fewer MC samples: under a minute"
+    )
+    p.add_argument("--out", default="verification_report", help="directory for the report")
+    p.add_argument("--checks", default="*", help="glob over check names (default: all)")
+    p.add_argument(
+        "--solvers",
+        default="CLARABEL,SCS",
+        help="reference solvers in order of preference (default CLARABEL,SCS)",
+    )
+    p.add_argument("--list", action="store_true", help="list the checks and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        for c in CHECKS:
+            print(f"{c.name}: {c.description}")
+        return 0
+    settings: dict = dict(QUICK) if args.quick else {}
+    if args.cases is not None:
+        settings["cases"] = args.cases
+    if args.dims is not None:
+        settings["dims"] = args.dims
+    config = Config(
+        seed=args.seed,
+        dtype=args.dtype,
+        solvers=tuple(s.strip().upper() for s in args.solvers.split(",") if s.strip()),
+        tolerances=Tolerances.for_dtype(args.dtype),
+        **settings,
+    )
+    checks = [c for c in CHECKS if fnmatch.fnmatch(c.name, args.checks)]
+    if not checks:
+        print(f"no check matches {args.checks!r}", file=sys.stderr)
+        return 2
+    progress = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    report = run_checks(config, checks=checks, progress=progress)
+    md, js = write_report(report, args.out)
+    print(render_markdown(report))
+    print(f"wrote {md} and {js}", file=sys.stderr)
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
