@@ -122,7 +122,7 @@ def random_spd(
     log_scale: float = 1.0,
     basis: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``Q diag(exp(u)) Qᵀ`` with ``u ~ U(-log_scale, log_scale)``: condition number ≤ e^{2 log_scale}.
+    """``Q diag(exp(u)) Qᵀ``, ``u ~ U(-log_scale, log_scale)``: condition ≤ ``exp(2 log_scale)``.
 
     ``basis`` fixes ``Q`` (pass the same one to make commuting pairs; the identity for diagonal).
     """
