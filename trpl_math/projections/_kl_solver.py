@@ -22,6 +22,8 @@ import math
 from collections.abc import Callable
 from types import ModuleType
 
+import numpy as np
+
 from trpl_math._backend import Array
 from trpl_math.divergences import x_minus_log1p
 
@@ -146,4 +148,7 @@ def solve_in_t(
         kl, dkl = curve(t)
         return xp.log(kl) - log_eps, t * dkl / kl
 
-    return xp.exp(newton_log(fun, active, xp, start))
+    # log(0) and 0/0 can occur for inactive states or underflowing trial points; the bracket
+    # logic handles both (non-finite steps fall back to bisection), so silence NumPy about them.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return xp.exp(newton_log(fun, active, xp, start))
