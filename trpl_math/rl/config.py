@@ -8,6 +8,7 @@ Tables 2, 3 and 4 of Otto et al. (ICLR 2021); fields a file does not set keep th
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -193,7 +194,8 @@ _HINTS = typing.get_type_hints(TrainConfig)
 def _coerce(name: str, value: Any) -> Any:
     """Convert ``value`` (from YAML or a ``--set`` string) to the type of field ``name``."""
     hint = _HINTS[name]
-    args = typing.get_args(hint)
+    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = typing.get_args(hint) if is_union else ()
     optional = type(None) in args
     if isinstance(value, str):
         text = value.strip()

@@ -1,0 +1,154 @@
+"""Aggregate run folders: learning curves (Fig. 4 style) and Table 1 style summaries.
+
+A run folder is recognised by its ``config.yaml`` and ``progress.csv``; runs are grouped by
+``(env_id, method, entropy_control)`` read from the config, so any folder layout works.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy import stats
+
+
+@dataclass
+class Run:
+    """One training run: its folder, config and logged columns (float arrays)."""
+
+    path: Path
+    env_id: str
+    method: str
+    seed: int
+    columns: dict[str, np.ndarray]
+
+    @property
+    def label(self) -> str:
+        """Method name as in Table 1 (``KL``, ``KL-E``, ``PPO-M``, ...)."""
+        return self.method.upper().replace("_", "-")
+
+
+def load_runs(roots: list[str | Path]) -> list[Run]:
+    """All run folders under ``roots`` (searched recursively), with at least one logged row."""
+    runs = []
+    for root in roots:
+        for cfg_path in sorted(Path(root).rglob("config.yaml")):
+            csv_path = cfg_path.parent / "progress.csv"
+            if not csv_path.exists():
+                continue
+            cfg = yaml.safe_load(cfg_path.read_text())
+            with csv_path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            if not rows:
+                continue
+            cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+            method = cfg["method"] + ("_e" if cfg.get("entropy_control") else "")
+            runs.append(Run(cfg_path.parent, cfg["env_id"], method, int(cfg["seed"]), cols))
+    return runs
+
+
+def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
+    """``{(env_id, method): [runs]}``."""
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[(r.env_id, r.method)].append(r)
+    return dict(groups)
+
+
+def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the ``level`` confidence interval (Student t; 0 for n = 1)."""
+    values = np.asarray(values, np.float64)
+    values = values[~np.isnan(values)]
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    if n == 1:
+        return float(values[0]), 0.0
+    sem = values.std(ddof=1) / math.sqrt(n)
+    return float(values.mean()), float(stats.t.ppf(0.5 + level / 2, n - 1) * sem)
+
+
+def table1_windows(n_iters: int, window: int = 20) -> tuple[slice, slice]:
+    """Iteration windows of Table 1: the ``window`` epochs after 20% of training, the last ones."""
+    start = min(int(round(0.2 * n_iters)), max(n_iters - window, 0))
+    return slice(start, start + window), slice(max(n_iters - window, 0), n_iters)
+
+
+def table_rows(runs: list[Run], column: str = "eval_return", window: int = 20) -> list[dict]:
+    """Table 1 rows: for each (env, method) the mean +- 95% CI of ``column`` over all
+    (seed, epoch) values in the two windows (the epochs counted per run), as in Table 1."""
+    rows = []
+    for (env, method), group in sorted(group_runs(runs).items()):
+        n = min(len(r.columns[column]) for r in group)
+        w20, wend = table1_windows(n, window)
+        v20 = np.concatenate([r.columns[column][:n][w20] for r in group])
+        vend = np.concatenate([r.columns[column][:n][wend] for r in group])
+        steps = int(group[0].columns["global_step"][n - 1])
+        rows.append({
+            "env": env, "method": group[0].label, "seeds": len(group), "iterations": n,
+            "steps": steps, "20%": mean_ci(v20), "final": mean_ci(vend),
+        })
+    return rows
+
+
+def format_table(rows: list[dict], fmt: str = "markdown") -> str:
+    """Render :func:`table_rows` as a Markdown (or CSV) table, one line per (env, method)."""
+    def cell(mc: tuple[float, float]) -> str:
+        return f"{mc[0]:.0f} ± {mc[1]:.0f}"
+
+    if fmt == "csv":
+        lines = ["env,method,seeds,iterations,steps,mean_20,ci_20,mean_final,ci_final"]
+        for r in rows:
+            lines.append(f"{r['env']},{r['method']},{r['seeds']},{r['iterations']},{r['steps']},"
+                         f"{r['20%'][0]:.1f},{r['20%'][1]:.1f},{r['final'][0]:.1f},{r['final'][1]:.1f}")
+        return "\n".join(lines)
+    lines = ["| env | method | seeds | steps | 20% | final |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['env']} | {r['method']} | {r['seeds']} | {r['steps']} | "
+                     f"{cell(r['20%'])} | {cell(r['final'])} |")
+    return "\n".join(lines)
+
+
+def curve(group: list[Run], column: str = "eval_return") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(steps, mean, ci)`` of ``column`` over the runs of a group (truncated to the shortest)."""
+    n = min(len(r.columns[column]) for r in group)
+    data = np.stack([r.columns[column][:n] for r in group])
+    steps = group[0].columns["global_step"][:n]
+    mean = np.nanmean(data, axis=0)
+    ci = np.array([mean_ci(data[:, i])[1] for i in range(n)])
+    return steps, mean, ci
+
+
+def plot_curves(runs: list[Run], out: str | Path, column: str = "eval_return") -> Path:
+    """Fig. 4 style: one panel per task, mean +- 95% CI over seeds of ``column`` per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group_runs(runs)
+    envs = sorted({env for env, _ in groups})
+    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for (e, method), group in sorted(groups.items()):
+            if e != env:
+                continue
+            steps, mean, ci = curve(group, column)
+            line, = ax.plot(steps, mean, label=f"{group[0].label} ({len(group)})")
+            ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2, color=line.get_color())
+        ax.set_title(env)
+        ax.set_xlabel("samples")
+        ax.set_ylabel(column.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
