@@ -176,7 +176,7 @@ def plot(data: dict[str, Any]) -> Any:
     e_all = np.concatenate([np.asarray(data["measures"][m]["entropy"]) for m in MEASURES])
     lo, hi = float(e_all.min()), float(e_all.max())
     ax.set_ylim(lo - 0.08 * (hi - lo), hi + 0.45 * (hi - lo))  # headroom for the legend
-    ax.set_yticks([t for t in ax.get_yticks() if lo - 0.1 <= t <= hi + 0.1])
+    ax.set_yticks(np.arange(np.ceil(2 * lo) / 2, hi + 1e-9, 0.5))  # none in the legend's room
     ax.legend(frameon=False, loc="upper center", ncol=2, columnspacing=1.0, handlelength=1.6)
     label_panel(ax, "(d) Entropy")
     return fig

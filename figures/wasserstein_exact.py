@@ -132,7 +132,7 @@ def plot(data: dict[str, Any]) -> Any:
     frac = np.asarray(data["fraction"])
     eps = np.asarray(data["eps"])
     ax = axes[1]
-    ax.axhline(1.0, color=OKABE_ITO["black"], lw=0.8, ls=":", label=r"bound $\varepsilon$")
+    ax.axhline(1.0, color="0.8", lw=5, label=r"bound $\varepsilon$")
     ax.plot(frac, np.asarray(data["exact"]["w2_to_old"]) / eps, color=EXACT_COLOR, label="exact")
     ax.plot(
         frac, np.asarray(data["eq9"]["w2_to_old"]) / eps, color=EQ9_COLOR, ls="-.", label="Eq. 9"
