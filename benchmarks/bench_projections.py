@@ -16,6 +16,7 @@ projection's forward+backward time as a multiple of it.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ def make_inputs(batch: int, dim: int, dtype: torch.dtype, diag: bool, seed: int 
         old_cov = torch.rand(batch, dim, generator=g, dtype=torch.float64) + 0.5
         cov = old_cov * torch.exp(torch.randn(batch, dim, generator=g, dtype=torch.float64))
     else:
+
         def spd() -> torch.Tensor:
             a = torch.randn(batch, dim, dim, generator=g, dtype=torch.float64) / dim**0.5
             return a @ a.mT + 0.5 * torch.eye(dim, dtype=torch.float64)
@@ -168,12 +170,16 @@ def main() -> None:
     parser.add_argument("--dim", type=int, nargs="+", default=[17])
     parser.add_argument("--dtype", nargs="+", default=["float64"], choices=["float32", "float64"])
     parser.add_argument(
-        "--validate", action="store_true", help="keep input checks on (default: off, as in training)"
+        "--validate", action="store_true", help="keep input checks on (default: off)"
     )
     args = parser.parse_args()
     if args.full:
         args.batch, args.dim, args.dtype = [64, 512, 4096], [6, 17, 64], ["float32", "float64"]
-    print(f"torch {torch.__version__}, 1 thread, validation {'on' if args.validate else 'off'}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"torch {torch.__version__}, 1 thread, validation {'on' if args.validate else 'off'}, "
+        f"{os.cpu_count()} CPUs, load average {load} (other processes skew the times)"
+    )
     run(args.batch, args.dim, args.dtype, args.validate)
 
 
