@@ -36,6 +36,7 @@ ROW_LABELS = {"frob": "Frobenius", "w2": "Wasserstein (Eq. 9)", "kl": "KL"}
 
 
 def _project(measure: str) -> Callable[..., Any]:
+    """The library's projection for ``measure`` (W2: the default, the paper's Eq. 9)."""
     return {
         "frob": tm.frobenius_projection,
         "w2": tm.wasserstein_projection,
@@ -43,8 +44,13 @@ def _project(measure: str) -> Callable[..., Any]:
     }[measure]
 
 
-def _parts(measure: str, mean, cov, old_mean, old_cov) -> tuple[np.ndarray, np.ndarray]:
-    """The measure's own (mean part, covariance part), as the projection bounds them."""
+def _parts(
+    measure: str, mean: np.ndarray, cov: np.ndarray, old_mean: np.ndarray, old_cov: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The measure's own ``(mean part, covariance part)``, each ``(n,)``, as its projection bounds.
+
+    For W2 the covariance part is the paper's Eq. 9 measure, since Eq. 9 is what is drawn.
+    """
     if measure == "frob":
         p = tm.frobenius_distance(mean, cov, old_mean, old_cov)
         return p.mean, p.cov

@@ -107,7 +107,7 @@ def compute(seed: int = 0, n_curve: int = 101) -> dict[str, Any]:
         "cov": cov,
         "old_cov": old_cov,
         "alpha": alpha,
-        "eta": [a / (1 - a) if a < 1 else None for a in alpha],
+        "eta": [a / (1 - a) if a < 1 else None for a in alpha],  # None: eta = infinity
         "entropy_pi": h_new,
         "entropy_pi_old": h_old,
         "entropy_linear_blend": (1 - alpha) * h_new + alpha * h_old,

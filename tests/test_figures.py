@@ -18,7 +18,9 @@ pytest.importorskip("matplotlib")
 
 from figures import FIGURES, generate
 from figures.__main__ import main
+from figures._common import ellipse_xy, rotated_cov
 from figures.batch_projection import compute as batch_compute
+from figures.interpolation import interpolate
 
 # --- independent reference formulas (MATH.md), plain NumPy/SciPy --------------------------------
 
@@ -128,6 +130,29 @@ class TestCommand:
             a["measures"]["kl"]["by_bound"][2]["cov"], b["measures"]["kl"]["by_bound"][2]["cov"]
         )
         assert not np.allclose(a["cov"], c["cov"])
+
+
+class TestHelpers:
+    def test_ellipse_points_lie_on_the_contour(self):
+        mean, cov = np.array([0.5, -1.0]), np.array([[2.0, 0.6], [0.6, 0.5]])
+        x, y = ellipse_xy(mean, cov, n_std=2.0, n=50)
+        pts = np.stack([x, y], axis=1)
+        r2 = [maha(p, mean, cov) for p in pts]
+        np.testing.assert_allclose(r2, 4.0, rtol=1e-12)
+        np.testing.assert_allclose(pts[0], pts[-1])  # closed curve
+
+    def test_rotated_cov(self):
+        c = rotated_cov((2.0, 0.5), 90.0)
+        np.testing.assert_allclose(c, np.diag([0.25, 4.0]), atol=1e-12)
+        with pytest.raises(ValueError, match="std"):
+            rotated_cov((1.0, -1.0), 0.0)
+
+    def test_interpolate_rejects_bad_input(self):
+        cov = np.eye(2)
+        with pytest.raises(ValueError, match="alpha"):
+            interpolate("kl", cov, 2 * cov, np.array([0.5, 1.5]))
+        with pytest.raises(ValueError, match="measure"):
+            interpolate("tv", cov, 2 * cov, np.array([0.5]))
 
 
 class TestFigure1:
