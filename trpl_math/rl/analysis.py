@@ -75,7 +75,7 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 def table1_windows(n_iters: int, window: int = 20) -> tuple[slice, slice]:
     """Iteration windows of Table 1: the ``window`` epochs after 20% of training, the last ones."""
-    start = min(int(round(0.2 * n_iters)), max(n_iters - window, 0))
+    start = min(round(0.2 * n_iters), max(n_iters - window, 0))
     return slice(start, start + window), slice(max(n_iters - window, 0), n_iters)
 
 
@@ -83,38 +83,52 @@ def table_rows(runs: list[Run], column: str = "eval_return", window: int = 20) -
     """Table 1 rows: for each (env, method) the mean +- 95% CI of ``column`` over all
     (seed, epoch) values in the two windows (the epochs counted per run), as in Table 1."""
     rows = []
-    for (env, method), group in sorted(group_runs(runs).items()):
+    for (env, _method), group in sorted(group_runs(runs).items()):
         n = min(len(r.columns[column]) for r in group)
         w20, wend = table1_windows(n, window)
         v20 = np.concatenate([r.columns[column][:n][w20] for r in group])
         vend = np.concatenate([r.columns[column][:n][wend] for r in group])
         steps = int(group[0].columns["global_step"][n - 1])
-        rows.append({
-            "env": env, "method": group[0].label, "seeds": len(group), "iterations": n,
-            "steps": steps, "20%": mean_ci(v20), "final": mean_ci(vend),
-        })
+        rows.append(
+            {
+                "env": env,
+                "method": group[0].label,
+                "seeds": len(group),
+                "iterations": n,
+                "steps": steps,
+                "20%": mean_ci(v20),
+                "final": mean_ci(vend),
+            }
+        )
     return rows
 
 
 def format_table(rows: list[dict], fmt: str = "markdown") -> str:
     """Render :func:`table_rows` as a Markdown (or CSV) table, one line per (env, method)."""
+
     def cell(mc: tuple[float, float]) -> str:
         return f"{mc[0]:.0f} ± {mc[1]:.0f}"
 
     if fmt == "csv":
         lines = ["env,method,seeds,iterations,steps,mean_20,ci_20,mean_final,ci_final"]
         for r in rows:
-            lines.append(f"{r['env']},{r['method']},{r['seeds']},{r['iterations']},{r['steps']},"
-                         f"{r['20%'][0]:.1f},{r['20%'][1]:.1f},{r['final'][0]:.1f},{r['final'][1]:.1f}")
+            lines.append(
+                f"{r['env']},{r['method']},{r['seeds']},{r['iterations']},{r['steps']},"
+                f"{r['20%'][0]:.1f},{r['20%'][1]:.1f},{r['final'][0]:.1f},{r['final'][1]:.1f}"
+            )
         return "\n".join(lines)
     lines = ["| env | method | seeds | steps | 20% | final |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['env']} | {r['method']} | {r['seeds']} | {r['steps']} | "
-                     f"{cell(r['20%'])} | {cell(r['final'])} |")
+        lines.append(
+            f"| {r['env']} | {r['method']} | {r['seeds']} | {r['steps']} | "
+            f"{cell(r['20%'])} | {cell(r['final'])} |"
+        )
     return "\n".join(lines)
 
 
-def curve(group: list[Run], column: str = "eval_return") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def curve(
+    group: list[Run], column: str = "eval_return"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(steps, mean, ci)`` of ``column`` over the runs of a group (truncated to the shortest)."""
     n = min(len(r.columns[column]) for r in group)
     data = np.stack([r.columns[column][:n] for r in group])
@@ -135,11 +149,11 @@ def plot_curves(runs: list[Run], out: str | Path, column: str = "eval_return") -
     envs = sorted({env for env, _ in groups})
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
-        for (e, method), group in sorted(groups.items()):
+        for (e, _method), group in sorted(groups.items()):
             if e != env:
                 continue
             steps, mean, ci = curve(group, column)
-            line, = ax.plot(steps, mean, label=f"{group[0].label} ({len(group)})")
+            (line,) = ax.plot(steps, mean, label=f"{group[0].label} ({len(group)})")
             ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2, color=line.get_color())
         ax.set_title(env)
         ax.set_xlabel("samples")

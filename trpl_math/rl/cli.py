@@ -1,4 +1,4 @@
-"""Command line: ``trpl train | evaluate | plot | table | grid`` (also ``python -m trpl_math.rl``)."""
+"""Command line: ``trpl train|evaluate|plot|table|grid`` (or ``python -m trpl_math.rl``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ from trpl_math.rl.config import METHODS
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (default: the shipped one for method and task)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set eps_mean=0.05 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set eps_mean=0.05 (repeatable)",
+    )
     p.add_argument("--steps", type=int, help="total environment steps (config: total_steps)")
 
 
@@ -37,14 +43,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trpl_math.rl.run import train
 
     method = args.method
-    overrides = _overrides(args) + [f"seed={args.seed}"]
+    overrides = [*_overrides(args), f"seed={args.seed}"]
     if method and method.endswith("_e"):
         method = method[:-2]
         overrides.append("entropy_control=true")
     cfg = load_config(args.config, method=method, env_id=args.env, overrides=overrides)
     out = args.out or f"runs/{cfg.env_id}/{args.method or cfg.method}/seed_{cfg.seed}"
-    folder = train(cfg, out, resume=args.resume, progress=not args.no_progress,
-                   max_iterations=args.max_iterations, tensorboard=not args.no_tensorboard)
+    folder = train(
+        cfg,
+        out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        max_iterations=args.max_iterations,
+        tensorboard=not args.no_tensorboard,
+    )
     print(f"run folder: {folder}")
     return 0
 
@@ -57,8 +69,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     trainer = load_trainer(args.checkpoint)
     returns = trainer.evaluate(args.episodes, seed_stream=args.seed_stream)
     trainer.close()
-    print(f"{trainer.cfg.method} on {trainer.cfg.env_id}, iteration {trainer.iteration} "
-          f"({trainer.global_step} steps): {args.episodes} deterministic episodes")
+    print(
+        f"{trainer.cfg.method} on {trainer.cfg.env_id}, iteration {trainer.iteration} "
+        f"({trainer.global_step} steps): {args.episodes} deterministic episodes"
+    )
     print("returns: " + " ".join(f"{r:.1f}" for r in returns))
     print(f"mean {np.mean(returns):.1f} +- {np.std(returns):.1f} (std)")
     return 0
@@ -101,11 +115,17 @@ def cmd_grid(args: argparse.Namespace) -> int:
         if deadline.tzinfo is None:
             deadline = deadline.replace(tzinfo=dt.UTC)
         deadline = deadline.timestamp()
-    jobs = make_jobs(args.out, args.envs, args.methods, args.seeds,
-                     parse_overrides(_overrides(args)))
+    jobs = make_jobs(
+        args.out, args.envs, args.methods, args.seeds, parse_overrides(_overrides(args))
+    )
     print(f"{len(jobs)} jobs, {args.workers} workers -> {args.out}", flush=True)
-    status = run_grid(jobs, args.workers, args.slice, deadline,
-                      log=lambda s: print(f"[{dt.datetime.now(dt.UTC):%H:%M:%S}] {s}", flush=True))
+    status = run_grid(
+        jobs,
+        args.workers,
+        args.slice,
+        deadline,
+        log=lambda s: print(f"[{dt.datetime.now(dt.UTC):%H:%M:%S}] {s}", flush=True),
+    )
     bad = [f for f, s in status.items() if s != "ok"]
     return 1 if bad else 0
 
@@ -117,8 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one agent")
     p.add_argument("--env", help="Gymnasium id, e.g. Hopper-v5 or ReacherSparse-v0")
-    p.add_argument("--method", type=_method_arg,
-                   help=f"one of {', '.join(METHODS)}; append _e for entropy control (kl_e)")
+    p.add_argument(
+        "--method",
+        type=_method_arg,
+        help=f"one of {', '.join(METHODS)}; append _e for entropy control (kl_e)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<env>/<method>/seed_<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")

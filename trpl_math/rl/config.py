@@ -31,7 +31,7 @@ class TrainConfig:
 
     # --- task and budget -------------------------------------------------------------------
     env_id: str = "Hopper-v5"
-    """Gymnasium id of the task (any registered id; ``ReacherSparse-v0`` needs ``trpl_math.rl.envs``)."""
+    """Gymnasium id of the task (any registered id, e.g. ``Hopper-v5`` or ``ReacherSparse-v0``)."""
     method: str = "kl"
     """One of ``frob, w2, w2_exact, kl, kl_joint, ppo, ppo_m``."""
     seed: int = 0
@@ -163,7 +163,9 @@ class TrainConfig:
         if self.activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
         if self.entropy_schedule not in ("exp", "linear"):
-            raise ValueError(f"entropy_schedule must be 'exp' or 'linear', got {self.entropy_schedule!r}")
+            raise ValueError(
+                f"entropy_schedule must be 'exp' or 'linear', got {self.entropy_schedule!r}"
+            )
         if self.num_envs < 1 or self.rollout_steps % self.num_envs:
             raise ValueError(
                 f"rollout_steps ({self.rollout_steps}) must be a positive multiple of num_envs "
@@ -266,7 +268,7 @@ def config_path(method: str, family: str = "mujoco") -> Path:
 
 
 def family_of(env_id: str) -> str:
-    """Task family of a Gymnasium id (``humanoid`` for Humanoid*, ``reacher_sparse``, else ``mujoco``)."""
+    """Task family of a Gymnasium id: ``humanoid``, ``reacher_sparse`` or ``mujoco``."""
     if env_id.startswith("ReacherSparse"):
         return "reacher_sparse"
     if env_id.startswith("Humanoid"):

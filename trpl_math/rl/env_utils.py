@@ -64,8 +64,11 @@ def get_env_state(env: gym.Env) -> dict[str, Any]:
     """Snapshot of one (wrapped) environment's state; see the module docstring."""
     layers = []
     for layer in _layers(env):
-        simple = {k: pickle.loads(pickle.dumps(v)) for k, v in vars(layer).items()
-                  if isinstance(v, _SIMPLE) and k != "spec"}
+        simple = {
+            k: pickle.loads(pickle.dumps(v))
+            for k, v in vars(layer).items()
+            if isinstance(v, _SIMPLE) and k != "spec"
+        }
         layers.append(simple)
     base = env.unwrapped
     state: dict[str, Any] = {"layers": layers, "rng": None, "mjdata": None}

@@ -38,8 +38,12 @@ def gae(
         ValueError: if shapes differ or gamma/lam are outside ``[0, 1]``.
     """
     shape = np.shape(rewards)
-    for name, arr in (("values", values), ("next_values", next_values),
-                      ("terminated", terminated), ("truncated", truncated)):
+    for name, arr in (
+        ("values", values),
+        ("next_values", next_values),
+        ("terminated", terminated),
+        ("truncated", truncated),
+    ):
         if np.shape(arr) != shape:
             raise ValueError(f"{name} has shape {np.shape(arr)}, expected {shape} like rewards")
     if len(shape) != 2:
@@ -48,8 +52,11 @@ def gae(
         raise ValueError(f"gamma and lam must lie in [0, 1], got {gamma}, {lam}")
     term = np.asarray(terminated, bool)
     cont = ~(term | np.asarray(truncated, bool))
-    delta = (np.asarray(rewards, np.float64)
-             + gamma * np.where(term, 0.0, next_values) - np.asarray(values, np.float64))
+    delta = (
+        np.asarray(rewards, np.float64)
+        + gamma * np.where(term, 0.0, next_values)
+        - np.asarray(values, np.float64)
+    )
     adv = np.zeros(shape, np.float64)
     last = np.zeros(shape[1], np.float64)
     for t in range(shape[0] - 1, -1, -1):

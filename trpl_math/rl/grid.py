@@ -96,14 +96,19 @@ def run_grid(
                 tasks = [(j, None) for j in jobs]
             else:
                 round_no += 1
-                tasks = [(j, _iterations_done(j.folder) + slice_iters) for j in jobs
-                         if status.get(j.folder, "ok") == "ok"]
+                tasks = [
+                    (j, _iterations_done(j.folder) + slice_iters)
+                    for j in jobs
+                    if status.get(j.folder, "ok") == "ok"
+                ]
             results = []
             for folder, st in pool.imap_unordered(_run_job, tasks):
                 status[folder] = st
                 results.append(st)
-                log(f"{folder}: {st.splitlines()[0] if st.startswith('error') else st} "
-                    f"({_iterations_done(folder)} iterations)")
+                log(
+                    f"{folder}: {st.splitlines()[0] if st.startswith('error') else st} "
+                    f"({_iterations_done(folder)} iterations)"
+                )
                 if st.startswith("error"):
                     log(st)
                 if deadline is not None and time.time() >= deadline:

@@ -92,7 +92,7 @@ class GaussianPolicy(nn.Module):
         n_cov = act_dim if self.diag else act_dim * (act_dim + 1) // 2
         raw0 = float(inv_softplus(torch.tensor(init_std - min_std, dtype=torch.float64)))
         init = torch.zeros(n_cov)
-        init[: act_dim] = raw0  # diagonal entries come first
+        init[:act_dim] = raw0  # diagonal entries come first
         if contextual:
             self.cov_head = nn.Linear(hidden[-1], n_cov)
             nn.init.orthogonal_(self.cov_head.weight, gain=0.01)

@@ -146,8 +146,13 @@ def train(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_iters * cfg.rollout_steps, initial=trainer.global_step,
-                   unit="step", dynamic_ncols=True, desc=f"{cfg.method} {cfg.env_id} s{cfg.seed}")
+        bar = tqdm(
+            total=total_iters * cfg.rollout_steps,
+            initial=trainer.global_step,
+            unit="step",
+            dynamic_ncols=True,
+            desc=f"{cfg.method} {cfg.env_id} s{cfg.seed}",
+        )
     try:
         while trainer.iteration < stop:
             t0 = time.perf_counter()
@@ -161,9 +166,14 @@ def train(
                         writer.add_scalar(k, v, trainer.global_step)
             if bar is not None:
                 bar.update(cfg.rollout_steps)
-                bar.set_postfix(sps=f"{row['steps_per_s']:.0f}", ret=f"{row['train_return']:.0f}",
-                                eval=f"{row['eval_return']:.0f}", kl=f"{row['kl_mean']:.4f}",
-                                ent=f"{row['entropy']:.2f}", refresh=False)
+                bar.set_postfix(
+                    sps=f"{row['steps_per_s']:.0f}",
+                    ret=f"{row['train_return']:.0f}",
+                    eval=f"{row['eval_return']:.0f}",
+                    kl=f"{row['kl_mean']:.4f}",
+                    ent=f"{row['entropy']:.2f}",
+                    refresh=False,
+                )
             done = trainer.iteration >= total_iters
             if done or trainer.iteration % cfg.checkpoint_every == 0 or trainer.iteration == stop:
                 state = trainer.state_dict()

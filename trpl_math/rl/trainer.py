@@ -103,8 +103,14 @@ class Trainer:
         self.diag = cfg.cov_type == "diag"
 
         self.policy = GaussianPolicy(
-            self.obs_dim, self.act_dim, cfg.hidden_sizes, cfg.activation, cfg.cov_type,
-            cfg.contextual_cov, cfg.init_std, cfg.min_std,
+            self.obs_dim,
+            self.act_dim,
+            cfg.hidden_sizes,
+            cfg.activation,
+            cfg.cov_type,
+            cfg.contextual_cov,
+            cfg.init_std,
+            cfg.min_std,
         )
         self.vf = ValueNet(self.obs_dim, cfg.vf_hidden_sizes, cfg.activation)
         adam = {"eps": cfg.adam_eps, "fused": True}
@@ -146,7 +152,9 @@ class Trainer:
         act = np.tanh if self.cfg.activation == "tanh" else (lambda x: np.maximum(x, 0.0))
         lins = [m for m in self.policy.body if isinstance(m, torch.nn.Linear)]
         lins.append(self.policy.mean_head)
-        params = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in lins]
+        params = [
+            (m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in lins
+        ]
         with torch.no_grad():
             cov = self.policy(torch.zeros(1, self.obs_dim))[1][0]
         scale = (cov.sqrt() if self.diag else torch.linalg.cholesky(cov)).numpy()
@@ -214,8 +222,13 @@ class Trainer:
             self.obs = obs
         self.global_step += T * N
         return {
-            "obs": obs_buf, "actions": act_buf, "rewards": rew_buf, "scaled_rewards": scaled_buf,
-            "terminated": term_buf, "truncated": trunc_buf, "final_obs": final_buf,
+            "obs": obs_buf,
+            "actions": act_buf,
+            "rewards": rew_buf,
+            "scaled_rewards": scaled_buf,
+            "terminated": term_buf,
+            "truncated": trunc_buf,
+            "final_obs": final_buf,
             "last_obs": self.obs_norm(self.obs),
         }
 
@@ -229,8 +242,15 @@ class Trainer:
         idx = np.nonzero(batch["truncated"])
         if len(idx[0]):
             next_values[idx] = self.vf(torch.from_numpy(batch["final_obs"][idx])).numpy()
-        adv, ret = gae(batch["scaled_rewards"], values, next_values, batch["terminated"],
-                       batch["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
+        adv, ret = gae(
+            batch["scaled_rewards"],
+            values,
+            next_values,
+            batch["terminated"],
+            batch["truncated"],
+            self.cfg.gamma,
+            self.cfg.gae_lambda,
+        )
         return adv, ret, values
 
     # ------------------------------------------------------------------ policy update
@@ -291,8 +311,12 @@ class Trainer:
         for _ in range(cfg.epochs):
             for idx in self._minibatches(len(obs), cfg.minibatch_size):
                 loss, info = self.policy_loss(
-                    obs[idx], actions[idx], adv[idx], old_mean[idx],
-                    self._old_cov_for(old_cov, idx), old_logp[idx],
+                    obs[idx],
+                    actions[idx],
+                    adv[idx],
+                    old_mean[idx],
+                    self._old_cov_for(old_cov, idx),
+                    old_logp[idx],
                 )
                 self.pi_opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -375,21 +399,33 @@ class Trainer:
         if self.layer is not None:
             proj = self.layer(mean, cov, old_mean, old_cov, step=self.iteration)
             d = self.layer.diagnostics(mean, cov, old_mean, old_cov, proj)
-            out.update({
-                "proj_kl_mean": d["kl_mean"], "proj_kl_max": d["kl_max"],
-                "mean_part_mean": d["div_mean_part_mean"], "mean_part_max": d["div_mean_part_max"],
-                "cov_part_mean": d["div_cov_part_mean"], "cov_part_max": d["div_cov_part_max"],
-                "maha_mean": d["maha_unprojected_mean"], "maha_max": d["maha_unprojected_max"],
-            })
+            out.update(
+                {
+                    "proj_kl_mean": d["kl_mean"],
+                    "proj_kl_max": d["kl_max"],
+                    "mean_part_mean": d["div_mean_part_mean"],
+                    "mean_part_max": d["div_mean_part_max"],
+                    "cov_part_mean": d["div_cov_part_mean"],
+                    "cov_part_max": d["div_cov_part_max"],
+                    "maha_mean": d["maha_unprojected_mean"],
+                    "maha_max": d["maha_unprojected_max"],
+                }
+            )
         else:
             parts = tm.kl_divergence(mean, cov, old_mean, old_cov, diag=self.diag)
             maha = 2.0 * parts.mean
-            out.update({
-                "proj_kl_mean": out["kl_mean"], "proj_kl_max": out["kl_max"],
-                "mean_part_mean": float(parts.mean.mean()), "mean_part_max": float(parts.mean.max()),
-                "cov_part_mean": float(parts.cov.mean()), "cov_part_max": float(parts.cov.max()),
-                "maha_mean": float(maha.mean()), "maha_max": float(maha.max()),
-            })
+            out.update(
+                {
+                    "proj_kl_mean": out["kl_mean"],
+                    "proj_kl_max": out["kl_max"],
+                    "mean_part_mean": float(parts.mean.mean()),
+                    "mean_part_max": float(parts.mean.max()),
+                    "cov_part_mean": float(parts.cov.mean()),
+                    "cov_part_max": float(parts.cov.max()),
+                    "maha_mean": float(maha.mean()),
+                    "maha_max": float(maha.max()),
+                }
+            )
         return out
 
     @torch.no_grad()
@@ -400,7 +436,9 @@ class Trainer:
         """
         envs = [make_env(self.cfg.env_id) for _ in range(episodes)]
         seeds = env_seeds(self.cfg.seed, seed_stream, episodes)
-        obs = np.stack([np.asarray(e.reset(seed=s)[0], np.float64) for e, s in zip(envs, seeds, strict=True)])
+        obs = np.stack(
+            [np.asarray(e.reset(seed=s)[0], np.float64) for e, s in zip(envs, seeds, strict=True)]
+        )
         returns = np.zeros(episodes)
         active = np.ones(episodes, bool)
         while active.any():
@@ -455,8 +493,12 @@ class Trainer:
         row = {
             "iteration": self.iteration,
             "global_step": self.global_step,
-            "train_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
-            "train_ep_length": float(np.mean(self.recent_lengths)) if self.recent_lengths else float("nan"),
+            "train_return": float(np.mean(self.recent_returns))
+            if self.recent_returns
+            else float("nan"),
+            "train_ep_length": float(np.mean(self.recent_lengths))
+            if self.recent_lengths
+            else float("nan"),
             "eval_return": eval_ret,
             **diag,
             "value_loss": vloss,

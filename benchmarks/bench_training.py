@@ -1,0 +1,126 @@
+"""End-to-end training throughput on Hopper-v5 with the paper's settings (Table 2), one thread.
+
+For each method (default kl, w2, frob, ppo) build the trainer from the shipped mujoco config,
+run a warm-up iteration, then ``--iterations`` timed iterations (rollout + GAE + policy epochs +
+value epochs + diagnostics; the per-iteration deterministic evaluation is switched off here and
+timed separately), and print env steps/s and the time per phase. If stable-baselines3 is
+importable, time its PPO with the same rollout/epoch/minibatch settings (2048 steps, 10 epochs,
+minibatches of 64, 64-64 tanh, VecNormalize for observations and rewards) and print our time
+per iteration as a ratio to it.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_training.py --iterations 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np
+import torch
+
+from trpl_math.rl.config import load_config
+from trpl_math.rl.trainer import Trainer
+
+PHASES = ("rollout", "gae", "policy", "value", "diagnostics")
+
+
+def bench_ours(method: str, iterations: int, env_id: str) -> dict[str, float]:
+    """Mean seconds per iteration (total and per phase) and steps/s of our trainer."""
+    cfg = load_config(
+        method=method, env_id=env_id, overrides={"eval_episodes": 0, "seed": 0, "torch_threads": 1}
+    )
+    trainer = Trainer(cfg)
+    trainer.iterate()  # warm-up
+    rows, start = [], time.perf_counter()
+    for _ in range(iterations):
+        rows.append(trainer.iterate())
+    total = (time.perf_counter() - start) / iterations
+    t0 = time.perf_counter()
+    trainer.evaluate(5, seed_stream=12345)
+    eval_time = time.perf_counter() - t0
+    trainer.close()
+    out = {f"time_{p}": float(np.mean([r[f"time_{p}"] for r in rows])) for p in PHASES}
+    out.update(total=total, steps_per_s=cfg.rollout_steps / total, eval_5_episodes=eval_time)
+    return out
+
+
+def bench_sb3(iterations: int, env_id: str) -> float | None:
+    """Seconds per 2048-step iteration of SB3's PPO, or None if SB3 is missing."""
+    try:
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.vec_env import VecNormalize
+    except ImportError:
+        return None
+    env = VecNormalize(make_vec_env(env_id, n_envs=1, seed=0), clip_obs=10.0, clip_reward=10.0)
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=2048,
+        batch_size=64,
+        n_epochs=10,
+        learning_rate=3e-4,
+        clip_range=0.2,
+        clip_range_vf=0.2,
+        max_grad_norm=0.5,
+        gae_lambda=0.95,
+        gamma=0.99,
+        policy_kwargs={
+            "net_arch": {"pi": [64, 64], "vf": [64, 64]},
+            "activation_fn": torch.nn.Tanh,
+        },
+        device="cpu",
+        seed=0,
+        verbose=0,
+    )
+    model.learn(total_timesteps=2048)  # warm-up
+    start = time.perf_counter()
+    model.learn(total_timesteps=2048 * iterations, reset_num_timesteps=False)
+    return (time.perf_counter() - start) / iterations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--methods", nargs="+", default=["kl", "w2", "frob", "ppo"])
+    parser.add_argument("--env", default="Hopper-v5")
+    parser.add_argument("--no-sb3", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(
+        f"# {args.env}, {args.iterations} iterations of 2048 steps, 1 thread, torch "
+        f"{torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"load avg {os.getloadavg()[0]:.2f}"
+    )
+    header = ("method", "steps/s", "s/iter", *(f"{p}" for p in PHASES), "eval(5 ep)")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    results = {}
+    for m in args.methods:
+        r = bench_ours(m, args.iterations, args.env)
+        results[m] = r
+        cells = [
+            m,
+            f"{r['steps_per_s']:.0f}",
+            f"{r['total']:.2f}",
+            *(f"{r[f'time_{p}']:.3f}" for p in PHASES),
+            f"{r['eval_5_episodes']:.2f}",
+        ]
+        print("| " + " | ".join(cells) + " |", flush=True)
+    sb3 = None if args.no_sb3 else bench_sb3(args.iterations, args.env)
+    if sb3 is None:
+        print("\nstable-baselines3 not importable (or --no-sb3): no SB3 comparison")
+        return
+    print(f"\nSB3 PPO (same rollout/epochs/minibatch): {sb3:.2f} s/iter = {2048 / sb3:.0f} steps/s")
+    for m, r in results.items():
+        print(f"ours {m}: {r['total'] / sb3:.2f} x SB3's time per iteration")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The trpl command line: train, resume, evaluate, table, plot, grid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from toy_env import register
+
+from trpl_math.rl.analysis import load_runs, mean_ci, table1_windows, table_rows
+from trpl_math.rl.cli import main
+from trpl_math.rl.grid import make_jobs
+
+TOY = register()
+TINY = [
+    "--set",
+    "rollout_steps=200",
+    "--set",
+    "num_envs=2",
+    "--set",
+    "epochs=2",
+    "--set",
+    "vf_epochs=1",
+    "--set",
+    "minibatch_size=50",
+    "--set",
+    "eval_episodes=2",
+    "--set",
+    "checkpoint_every=2",
+]
+
+
+def test_train_evaluate_table_plot(tmp_path, capsys):
+    for seed in (0, 1):
+        out = tmp_path / "runs" / f"s{seed}"
+        assert (
+            main(
+                [
+                    "train",
+                    "--env",
+                    TOY,
+                    "--method",
+                    "kl_e",
+                    "--seed",
+                    str(seed),
+                    "--steps",
+                    "1000",
+                    "--out",
+                    str(out),
+                    *TINY,
+                ]
+            )
+            == 0
+        )
+        assert (out / "agent.pt").exists() and (out / "checkpoints" / "latest.pt").exists()
+        assert len((out / "progress.csv").read_text().splitlines()) == 1 + 5
+        assert any((out / "tb").iterdir())
+    assert main(["evaluate", str(tmp_path / "runs" / "s0" / "agent.pt"), "--episodes", "3"]) == 0
+    assert "returns:" in capsys.readouterr().out
+    assert main(["table", str(tmp_path / "runs"), "--window", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "| TrplPointGoal-v0 | KL-E | 2 | 1000 |" in table
+    assert main(["plot", str(tmp_path / "runs"), "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_resume_flag_continues(tmp_path):
+    out = str(tmp_path / "r")
+    args = [
+        "train",
+        "--env",
+        TOY,
+        "--method",
+        "ppo",
+        "--steps",
+        "800",
+        "--out",
+        out,
+        "--no-progress",
+        *TINY,
+    ]
+    assert main([*args, "--max-iterations", "2"]) == 0
+    assert main([*args, "--resume"]) == 0
+    assert len((tmp_path / "r" / "progress.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_table_statistics(tmp_path):
+    assert table1_windows(100) == (slice(20, 40), slice(80, 100))
+    assert table1_windows(30) == (slice(6, 26), slice(10, 30))
+    m, h = mean_ci([1.0, 2.0, 3.0])
+    # t_{0.975, 2} = 4.3027; sem = 1 / sqrt(3)
+    assert m == 2.0 and h == pytest.approx(4.302653 / 3**0.5, rel=1e-5)
+    assert mean_ci([5.0]) == (5.0, 0.0)
+    assert load_runs([tmp_path]) == [] and table_rows([]) == []
+
+
+def test_grid_jobs_layout(tmp_path):
+    jobs = make_jobs(tmp_path, ["Hopper-v5"], ["kl", "ppo", "w2_e"], [0, 1], {"total_steps": 5})
+    assert len(jobs) == 6
+    assert jobs[0].folder.endswith("Hopper-v5/kl/seed_0") and jobs[3].seed == 1
+    w2e = next(j for j in jobs if j.folder.endswith("w2_e/seed_0"))
+    assert w2e.method == "w2" and ("entropy_control", "true") in w2e.overrides
+
+
+def test_module_entry_point_help():
+    res = subprocess.run(
+        [sys.executable, "-m", "trpl_math.rl", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0
+    for cmd in ("train", "evaluate", "plot", "table", "grid"):
+        assert cmd in res.stdout
+
+
+def test_bad_method_is_rejected():
+    with pytest.raises(SystemExit):
+        main(["train", "--method", "trpo"])

@@ -1,0 +1,105 @@
+"""Every shipped YAML parses into TrainConfig; overrides and errors; spot checks of Tables 2-4."""
+
+from __future__ import annotations
+
+import pytest
+
+from trpl_math.rl.config import (
+    CONFIG_DIR,
+    FAMILIES,
+    METHODS,
+    TrainConfig,
+    config_from_dict,
+    config_path,
+    family_of,
+    load_config,
+    parse_overrides,
+)
+
+
+def test_every_method_and_family_has_a_config():
+    expected = {f"{m}_{f}.yaml" for m in METHODS for f in FAMILIES}
+    assert expected == {p.name for p in CONFIG_DIR.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_config_file_parses(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, TrainConfig)
+    assert path.stem.startswith(cfg.method)
+    assert cfg.rollout_steps % cfg.num_envs == 0
+
+
+def test_table2_values():
+    kl = load_config(config_path("kl", "mujoco"))
+    assert (kl.eps_mean, kl.eps_cov, kl.epochs, kl.lr, kl.vf_lr) == (0.03, 0.001, 20, 5e-5, 4.5e-4)
+    assert (kl.minibatch_size, kl.alpha, kl.norm_rewards, kl.rollout_steps) == (
+        32,
+        8.0,
+        False,
+        2048,
+    )
+    ppo = load_config(config_path("ppo", "mujoco"))
+    assert (ppo.epochs, ppo.lr, ppo.vf_lr, ppo.minibatch_size) == (10, 3e-4, 2.5e-4, 64)
+    assert (ppo.norm_rewards, ppo.reward_clip, ppo.obs_clip, ppo.vf_clip) == (True, 10.0, 10.0, 0.2)
+    assert ppo.lr_decay and ppo.max_grad_norm is not None
+    ppo_m = load_config(config_path("ppo_m", "mujoco"))
+    assert not ppo_m.norm_rewards and not ppo_m.lr_decay and ppo_m.vf_clip is None
+
+
+def test_table3_and_table4_values():
+    w2 = load_config(config_path("w2", "humanoid"))
+    assert (w2.eps_mean, w2.eps_cov, w2.rollout_steps, w2.minibatch_size) == (
+        0.05,
+        0.01,
+        16384,
+        256,
+    )
+    assert (w2.temperature, w2.entropy_equality) == (0.2, True)
+    frob = load_config(config_path("frob", "reacher_sparse"))
+    assert (frob.eps_cov, frob.epochs, frob.lr) == (5e-5, 20, 3e-4)
+
+
+def test_overrides_are_typed():
+    cfg = load_config(
+        method="w2",
+        env_id="Walker2d-v5",
+        overrides=[
+            "seed=7",
+            "obs_clip=none",
+            "hidden_sizes=[32, 16]",
+            "lr=1e-3",
+            "contextual_cov=true",
+        ],
+    )
+    assert cfg.method == "w2" and cfg.env_id == "Walker2d-v5" and cfg.seed == 7
+    assert cfg.obs_clip is None and cfg.hidden_sizes == [32, 16]
+    assert cfg.lr == 1e-3 and cfg.contextual_cov is True
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"not_a_key": 1}, "unknown config keys"),
+        ({"method": "trpo"}, "method"),
+        ({"seed": "1.5"}, "integer"),
+        ({"norm_obs": "maybe"}, "true/false"),
+        ({"rollout_steps": 100, "num_envs": 3}, "multiple"),
+        ({"cov_type": "banded"}, "cov_type"),
+        ({"method": "ppo", "entropy_control": True}, "entropy_control"),
+    ],
+)
+def test_bad_values_raise(data, match):
+    with pytest.raises(ValueError, match=match):
+        config_from_dict(data)
+
+
+def test_parse_overrides_needs_equals():
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["seed"])
+
+
+def test_family_of():
+    assert family_of("Humanoid-v5") == "humanoid"
+    assert family_of("ReacherSparse-v0") == "reacher_sparse"
+    assert family_of("Hopper-v5") == "mujoco"
