@@ -216,17 +216,20 @@ class Pencil:
         w = self._whitened_chol()
         return 1.0 / B.eigvalsh(w @ B.mT(w), xp)
 
-    def eigh(self, diff: Array) -> tuple[Array, Array]:
-        """``(λ, z)``: generalised eigenvalues and the whitened rotated ``μ - μ_o`` (float64)."""
+    def eigh(self, diff: Array) -> tuple[Array, Array, Array]:
+        """``(λ, z, V)`` in float64, detached: generalised eigenvalues, the offset
+        ``z = V⁻¹(μ - μ_o)`` and the basis ``V = L_o U`` (``Vᵀ Λ_o V = I``, ``Vᵀ Λ V = diag λ``);
+        ``V`` is the vector of old standard deviations if diagonal."""
         xp = self.xp
         diff = _f64(B.stop_gradient(diff, xp), xp)
         if self.diag:
-            return self.eigenvalues(), diff / xp.sqrt(_f64(B.stop_gradient(self.old_cov, xp), xp))
+            std = xp.sqrt(_f64(B.stop_gradient(self.old_cov, xp), xp))
+            return self.eigenvalues(), diff / std, std
         w = self._whitened_chol()
         evals, evecs = B.eigh(w @ B.mT(w), xp)
         old_chol = _f64(B.stop_gradient(self.old_chol, xp), xp)
         white = B.solve_tril_vec(old_chol, diff, xp)
-        return 1.0 / evals, xp.sum(evecs * white[..., :, None], axis=-2)
+        return 1.0 / evals, xp.sum(evecs * white[..., :, None], axis=-2), old_chol @ evecs
 
     def _whitened_chol(self) -> Array:
         xp = self.xp

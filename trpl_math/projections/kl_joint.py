@@ -10,7 +10,7 @@ from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_level, prepare_pair
 from trpl_math.divergences import x_minus_log1p
 from trpl_math.projections._kl_solver import joint_curve, solve_in_t
-from trpl_math.projections.kl import Pencil, _f64, implicit_newton_step
+from trpl_math.projections.kl import Pencil, _f64
 from trpl_math.types import Gaussian
 
 __all__ = ["kl_joint_projection"]
@@ -99,7 +99,7 @@ def kl_joint_projection(
         log_b_min0 = _f64(B.stop_gradient((target - old_log_det) / d, xp), xp)
 
     # Forward solve in the generalised eigenbasis (float64, no gradient).
-    lam, z = pencil.eigh(diff)
+    lam, z, basis = pencil.eigh(diff)
     eps64 = _f64(B.stop_gradient(eps_, xp), xp)
     kl_at_one = joint_curve(lam, z, xp.ones_like(eps64), log_b_min0, xp)[0]
     kl_active = kl_at_one > eps64
@@ -140,8 +140,44 @@ def kl_joint_projection(
         kl = 0.5 * pencil.maha_old(interp.mean_offset) + pencil.kl_cov(cov_t)
         return kl - eps_, p.old_mean + interp.mean_offset, cov_t
 
-    eta = implicit_newton_step(evaluate, eta_star, deta, solve, xp)
-    _, mean_t, cov_t = evaluate(eta)
+    # One differentiable evaluation at the root η* (θ-gradients at fixed η), plus the first-order
+    # term d(out)/dη · (η - η*) with d(out)/dη constant (from the eigenbasis) and η from the
+    # implicit Newton step: its gradient is the implicit one, its value a Newton polish of η*.
+    eta_c = B.stop_gradient(eta_star, xp)
+    f, mean_t, cov_t = evaluate(eta_c)
+    safe = B.stop_gradient(xp.where(solve, deta, xp.ones_like(deta)), xp)
+    eta = xp.where(solve, eta_c - f / safe, xp.zeros_like(eta_c))
+    step = eta - eta_c
+    dmean, dcov = _eta_derivative(lam, z, t, b, ent_active, basis, diag, xp)
+    mean_t = mean_t + xp.astype(dmean, p.mean.dtype) * step[..., None]
+    cov_t = cov_t + xp.astype(dcov, p.cov.dtype) * step[ex]
     return Gaussian(
         xp.where(solve[..., None], mean_t, out_mean), xp.where(solve[ex], cov_t, out_cov)
     )
+
+
+def _eta_derivative(
+    lam: Array,
+    z: Array,
+    t: Array,
+    b: Array,
+    ent_active: Array,
+    basis: Array,
+    diag: bool,
+    xp: Any,
+) -> tuple[Array, Array]:
+    """``dμ̃/dη`` and ``dΣ̃/dη`` along the solution path (entropy constraint kept tight).
+
+    In the eigenbasis ``V``: ``Σ̃ = V diag(a/(η+λ)) Vᵀ``, ``μ̃ = μ_o + V m``,
+    ``m_i = λ_i z_i/(η+λ_i)``; with ``η + λ = ν/t`` and ``a = b/t``:
+    ``d(a/(η+λ_i))/dη = a' t/ν_i - b t/ν_i²`` (``a' = 1``, or ``a mean_j(t/ν_j)`` when the
+    entropy bound is tight) and ``dm_i/dη = -λ_i z_i t²/ν_i²``. Float64, no gradient.
+    """
+    tt = t[..., None]
+    nu = 1.0 + tt * (lam - 1.0)
+    a_prime = xp.where(ent_active, (b / t) * xp.mean(tt / nu, axis=-1), xp.ones_like(t))
+    ds = a_prime[..., None] * tt / nu - b[..., None] * tt / (nu * nu)
+    dm = -lam * z * tt * tt / (nu * nu)
+    if diag:
+        return basis * dm, basis * basis * ds
+    return xp.sum(basis * dm[..., None, :], axis=-1), (basis * ds[..., None, :]) @ B.mT(basis)
