@@ -119,3 +119,15 @@ def test_module_entry_point_help():
 def test_bad_method_is_rejected():
     with pytest.raises(SystemExit):
         main(["train", "--method", "trpo"])
+
+
+@pytest.mark.slow
+def test_grid_runs_in_rounds_and_resumes(tmp_path):
+    common = ["--envs", "Pendulum-v1", "--methods", "w2", "ppo", "--seeds", "0",
+              "--out", str(tmp_path), "--workers", "2", "--steps", "800",
+              "--set", "rollout_steps=200", "--set", "epochs=1", "--set", "vf_epochs=1",
+              "--set", "eval_episodes=1", "--set", "checkpoint_every=1"]
+    assert main(["grid", *common, "--slice", "2"]) == 0
+    runs = load_runs([tmp_path])
+    assert sorted(r.method for r in runs) == ["ppo", "w2"]
+    assert all(len(r.columns["iteration"]) == 4 for r in runs)
