@@ -88,6 +88,10 @@ def test_resume_flag_continues(tmp_path):
 def test_table_statistics(tmp_path):
     assert table1_windows(100) == (slice(20, 40), slice(80, 100))
     assert table1_windows(30) == (slice(6, 26), slice(10, 30))
+    # a 1M-step budget of 2048-step iterations stopped after 150 iterations
+    assert table1_windows(150, 20, planned_iters=488) == (slice(98, 118), slice(130, 150))
+    with pytest.raises(ValueError, match="needs 118 iterations"):
+        table1_windows(100, 20, planned_iters=488)
     m, h = mean_ci([1.0, 2.0, 3.0])
     # t_{0.975, 2} = 4.3027; sem = 1 / sqrt(3)
     assert m == 2.0 and h == pytest.approx(4.302653 / 3**0.5, rel=1e-5)
@@ -123,10 +127,31 @@ def test_bad_method_is_rejected():
 
 @pytest.mark.slow
 def test_grid_runs_in_rounds_and_resumes(tmp_path):
-    common = ["--envs", "Pendulum-v1", "--methods", "w2", "ppo", "--seeds", "0",
-              "--out", str(tmp_path), "--workers", "2", "--steps", "800",
-              "--set", "rollout_steps=200", "--set", "epochs=1", "--set", "vf_epochs=1",
-              "--set", "eval_episodes=1", "--set", "checkpoint_every=1"]
+    common = [
+        "--envs",
+        "Pendulum-v1",
+        "--methods",
+        "w2",
+        "ppo",
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path),
+        "--workers",
+        "2",
+        "--steps",
+        "800",
+        "--set",
+        "rollout_steps=200",
+        "--set",
+        "epochs=1",
+        "--set",
+        "vf_epochs=1",
+        "--set",
+        "eval_episodes=1",
+        "--set",
+        "checkpoint_every=1",
+    ]
     assert main(["grid", *common, "--slice", "2"]) == 0
     runs = load_runs([tmp_path])
     assert sorted(r.method for r in runs) == ["ppo", "w2"]

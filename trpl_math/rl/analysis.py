@@ -73,19 +73,45 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return float(values.mean()), float(stats.t.ppf(0.5 + level / 2, n - 1) * sem)
 
 
-def table1_windows(n_iters: int, window: int = 20) -> tuple[slice, slice]:
-    """Iteration windows of Table 1: the ``window`` epochs after 20% of training, the last ones."""
-    start = min(round(0.2 * n_iters), max(n_iters - window, 0))
+def table1_windows(
+    n_iters: int, window: int = 20, planned_iters: int | None = None
+) -> tuple[slice, slice]:
+    """Iteration windows of Table 1: the ``window`` epochs after 20% of training and the last
+    ``window`` epochs of the ``n_iters`` available.
+
+    ``planned_iters`` (e.g. the paper's budget for a run that was stopped early) places the 20%
+    window at 20% of that budget instead of 20% of what is available; it must then fit.
+    """
+    total = n_iters if planned_iters is None else planned_iters
+    start = min(round(0.2 * total), max(n_iters - window, 0))
+    if planned_iters is not None and round(0.2 * total) + window > n_iters:
+        raise ValueError(
+            f"the 20% window of a {planned_iters}-iteration budget needs "
+            f"{round(0.2 * total) + window} iterations, only {n_iters} logged"
+        )
     return slice(start, start + window), slice(max(n_iters - window, 0), n_iters)
 
 
-def table_rows(runs: list[Run], column: str = "eval_return", window: int = 20) -> list[dict]:
+def table_rows(
+    runs: list[Run],
+    column: str = "eval_return",
+    window: int = 20,
+    planned_steps: int | None = None,
+) -> list[dict]:
     """Table 1 rows: for each (env, method) the mean +- 95% CI of ``column`` over all
-    (seed, epoch) values in the two windows (the epochs counted per run), as in Table 1."""
+    (seed, epoch) values in the two windows, as in Table 1 (runs truncated to the shortest).
+
+    ``planned_steps``: place the 20% window at 20% of this many environment steps (for runs
+    stopped before their budget); by default at 20% of the logged iterations.
+    """
     rows = []
     for (env, _method), group in sorted(group_runs(runs).items()):
         n = min(len(r.columns[column]) for r in group)
-        w20, wend = table1_windows(n, window)
+        planned = None
+        if planned_steps is not None:
+            per_iter = group[0].columns["global_step"][0]
+            planned = int(planned_steps // per_iter)
+        w20, wend = table1_windows(n, window, planned)
         v20 = np.concatenate([r.columns[column][:n][w20] for r in group])
         vend = np.concatenate([r.columns[column][:n][wend] for r in group])
         steps = int(group[0].columns["global_step"][n - 1])
@@ -96,6 +122,7 @@ def table_rows(runs: list[Run], column: str = "eval_return", window: int = 20) -
                 "seeds": len(group),
                 "iterations": n,
                 "steps": steps,
+                "window_20": (w20.start, w20.stop),
                 "20%": mean_ci(v20),
                 "final": mean_ci(vend),
             }
@@ -122,6 +149,12 @@ def format_table(rows: list[dict], fmt: str = "markdown") -> str:
         lines.append(
             f"| {r['env']} | {r['method']} | {r['seeds']} | {r['steps']} | "
             f"{cell(r['20%'])} | {cell(r['final'])} |"
+        )
+    if rows:
+        a, b = rows[0]["window_20"]
+        lines.append(
+            f"\n20%: iterations {a + 1}-{b} (of the first row); final: the last {b - a} logged; "
+            "mean ± 95% CI (Student t) over all (seed, epoch) values"
         )
     return "\n".join(lines)
 

@@ -96,7 +96,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs found", file=sys.stderr)
         return 1
-    text = format_table(table_rows(runs, args.column, args.window), args.format)
+    rows = table_rows(runs, args.column, args.window, args.planned_steps)
+    text = format_table(rows, args.format)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
@@ -168,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", default="eval_return")
     p.add_argument("--window", type=int, default=20, help="epochs per window")
     p.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    p.add_argument(
+        "--planned-steps",
+        type=int,
+        help="place the 20%% window at 20%% of this budget (runs stopped early)",
+    )
     p.add_argument("--out", help="also write the table here")
     p.set_defaults(func=cmd_table)
 
