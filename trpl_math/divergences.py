@@ -53,7 +53,11 @@ def kl_cov_chol(chol: Array, old_chol: Array, xp: ModuleType) -> Array:
     ``½[tr(Σ_o⁻¹Σ) - d + log|Σ_o| - log|Σ|] = ½[Σ_{i>j} W_ij² + Σ_i φ(W_ii² - 1)]`` with
     ``φ(x) = x - log(1 + x) ≥ 0``: a sum of non-negative terms, accurate when small.
     """
-    w = B.solve_tril(old_chol, chol, xp)
+    return kl_cov_whitened(B.solve_tril(old_chol, chol, xp), xp)
+
+
+def kl_cov_whitened(w: Array, xp: ModuleType) -> Array:
+    """:func:`kl_cov_chol` from ``W = L_o⁻¹ L`` (lower triangular, ``(..., d, d)``)."""
     off = xp.tril(w, k=-1)
     wd = B.diagonal(w, xp)
     return 0.5 * (

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 from trpl_math import _backend as B
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_pair
-from trpl_math.divergences import kl_cov_chol, kl_cov_diag, maha_chol, x_minus_log1p
+from trpl_math.divergences import kl_cov_chol, kl_cov_diag, kl_cov_whitened, maha_chol
 from trpl_math.projections._kl_solver import kl_cov_curve, solve_in_t
 from trpl_math.projections.mean import project_mean
 from trpl_math.types import Gaussian
@@ -90,24 +90,27 @@ def kl_projection(
 class EigenSolution(NamedTuple):
     """The KL covariance projection in the generalised eigenbasis (arrays without gradient).
 
+    Only the active states (covariance part above its bound) are eigendecomposed; the batch is
+    flattened, and the per-state fields below hold the ``n`` active states in order.
+
     Attributes:
         cov: ``(..., d, d)`` (or ``(..., d)``) projected covariances (the input where inactive).
-        basis: ``V = L_o U`` with ``Vᵀ Σ_o⁻¹ V = I`` and ``Vᵀ Σ⁻¹ V = diag λ``; the old standard
-            deviations ``(..., d)`` if diagonal.
-        old_chol: ``L_o`` (``basis`` again if diagonal).
-        lam: ``(..., d)`` generalised eigenvalues λ (float64).
-        nu: ``(..., d)`` ``ν = 1 + t(λ - 1)``, the whitened projected precision (float64).
-        t: ``(...)`` ``1/(1 + η)`` (float64; 1 where inactive).
-        active: ``(...)`` states whose covariance part exceeded the bound.
+        index: ``(n,)`` flat batch indices of the active states.
+        basis: ``(n, d, d)`` ``V = L_o U`` with ``Vᵀ Σ_o⁻¹ V = I`` and ``Vᵀ Σ⁻¹ V = diag λ``;
+            the old standard deviations ``(n, d)`` if diagonal.
+        old_chol: ``(n, d, d)`` ``L_o`` (``basis`` again if diagonal).
+        lam: ``(n, d)`` generalised eigenvalues λ (float64).
+        nu: ``(n, d)`` ``ν = 1 + t(λ - 1)``, the whitened projected precision (float64).
+        t: ``(n,)`` ``1/(1 + η)`` (float64).
     """
 
     cov: Array
+    index: Array
     basis: Array
     old_chol: Array
     lam: Array
     nu: Array
     t: Array
-    active: Array
 
 
 def kl_cov_eigen_projection(
@@ -115,10 +118,11 @@ def kl_cov_eigen_projection(
 ) -> EigenSolution:
     """Forward pass of the KL covariance projection after one generalised eigendecomposition.
 
-    Whitening by ``L_o`` and rotating by the eigenvectors ``U`` of ``L_o⁻¹ Σ L_o⁻ᵀ``
-    (eigenvalues ``1/λ_i``) makes every matrix of Eq. 11 diagonal: the projection is
-    ``Σ̃ = V diag(1/ν) Vᵀ`` with ``V = L_o U`` and ``ν_i = 1 + t(λ_i - 1)``, ``t`` the root of
-    ``KLcov(t) = ε`` (see ``_kl_solver``). Inputs are taken as constants (no gradient).
+    First the KL covariance part of every state (Cholesky factors only); then, for the active
+    states alone, whitening by ``L_o`` and rotating by the eigenvectors ``U`` of ``W Wᵀ``
+    (``W = L_o⁻¹ L``, eigenvalues ``1/λ_i``) makes every matrix of Eq. 11 diagonal: the
+    projection is ``Σ̃ = V diag(1/ν) Vᵀ`` with ``V = L_o U`` and ``ν_i = 1 + t(λ_i - 1)``, ``t``
+    the root of ``KLcov(t) = ε`` (see ``_kl_solver``). Inputs are taken as constants.
 
     Args:
         cov, old_cov: ``(..., d, d)`` (``(..., d)`` if ``diag``) of one batch shape.
@@ -128,35 +132,41 @@ def kl_cov_eigen_projection(
         ValueError: (when validating) ``cov`` or ``old_cov`` not positive definite.
     """
     check = B.validation_enabled()
-    cov, old_cov, eps = (B.stop_gradient(x, xp) for x in (cov, old_cov, eps))
+    batch, d = tuple(eps.shape), int(cov.shape[-1])
+    event = (d,) if diag else (d, d)
+    cov, old_cov = (xp.reshape(B.stop_gradient(x, xp), (-1, *event)) for x in (cov, old_cov))
+    eps = xp.reshape(B.stop_gradient(eps, xp), (-1,))
     if diag:
-        basis = old_chol = xp.sqrt(old_cov)
-        lam = _f64(old_cov / cov, xp)
-        kl_now = 0.5 * xp.sum(x_minus_log1p(1.0 / lam - 1.0, xp), axis=-1)
+        kl_now = kl_cov_diag(cov, old_cov, xp)
     else:
         old_chol = B.cholesky(old_cov, xp, name="old_cov", check=check)
-        half = B.solve_tril(old_chol, cov, xp)
-        white = B.sym(B.mT(B.solve_tril(old_chol, B.mT(half), xp)))  # L_o⁻¹ Σ L_o⁻ᵀ
-        ratio, rot = B.eigh(white, xp)
-        if check and not bool(xp.all(ratio > 0)):
-            raise ValueError("cov is not positive definite")
+        white_chol = B.solve_tril(old_chol, B.cholesky(cov, xp, name="cov", check=check), xp)
+        kl_now = kl_cov_whitened(white_chol, xp)
+    index = xp.nonzero(kl_now > eps)[0]
+    out = xp.asarray(cov, copy=True)
+    take = lambda x: xp.take(x, index, axis=0)  # noqa: E731
+    if diag:
+        basis = old_chol = xp.sqrt(take(old_cov))
+        lam = _f64(take(old_cov) / take(cov), xp)
+    else:
+        w = take(white_chol)
+        ratio, rot = B.eigh(w @ B.mT(w), xp)  # eigenvalues 1/λ of L_o⁻¹ Σ L_o⁻ᵀ
+        old_chol = take(old_chol)
         basis = old_chol @ rot
-        ratio = _f64(ratio, xp)
-        lam = 1.0 / ratio
-        kl_now = 0.5 * xp.sum(x_minus_log1p(ratio - 1.0, xp), axis=-1)
-    eps64 = _f64(eps, xp)
-    active = kl_now > eps64
-    hx, (lam_h, eps_h, active_h, kl_h) = B.to_host(xp, lam, eps64, active, kl_now)
-    t = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, active_h, hx, kl_h)
+        lam = 1.0 / _f64(ratio, xp)
+    eps_a, kl_a = _f64(take(eps), xp), _f64(take(kl_now), xp)
+    hx, (lam_h, eps_h, kl_h) = B.to_host(xp, lam, eps_a, kl_a)
+    ones = hx.ones(eps_h.shape, dtype=hx.bool)
+    t = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, ones, hx, kl_h)
     t = B.from_host(t, xp, lam)
     nu = 1.0 + t[..., None] * (lam - 1.0)
     inv_nu = xp.astype(1.0 / nu, cov.dtype)
-    if diag:
-        proj = xp.where(active[..., None], old_cov * inv_nu, cov)
-    else:
-        proj = B.sym((basis * inv_nu[..., None, :]) @ B.mT(basis))
-        proj = xp.where(active[..., None, None], proj, cov)
-    return EigenSolution(proj, basis, old_chol, lam, nu, t, active)
+    if int(index.shape[0]):
+        if diag:
+            out[index] = basis * basis * inv_nu
+        else:
+            out[index] = B.sym((basis * inv_nu[..., None, :]) @ B.mT(basis))
+    return EigenSolution(xp.reshape(out, (*batch, *event)), index, basis, old_chol, lam, nu, t)
 
 
 def implicit_newton_step(

@@ -61,14 +61,43 @@ class KLCovProjection(torch.autograd.Function):
 
         sol = kl_cov_eigen_projection(cov, old_cov, eps, diag, B.namespace(cov))
         ctx.diag = diag
-        ctx.save_for_backward(sol.basis, sol.old_chol, sol.lam, sol.nu, sol.t, sol.active)
+        ctx.save_for_backward(sol.index, sol.basis, sol.old_chol, sol.lam, sol.nu, sol.t)
         return sol.cov
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        basis, old_chol, lam, nu, t, active = ctx.saved_tensors
+        index, basis, old_chol, lam, nu, t = ctx.saved_tensors
         diag = ctx.diag
+        event = grad.shape[-1:] if diag else grad.shape[-2:]
+        flat = grad.reshape(-1, *event)
+        g_cov_flat = flat.clone()
+        g_old_flat = torch.zeros_like(flat)
+        g_eps_flat = flat.new_zeros(flat.shape[0])
+        if index.numel():
+            g_cov, g_old, g_eps = KLCovProjection._active_grads(
+                flat[index], basis, old_chol, lam, nu, t, diag
+            )
+            g_cov_flat[index], g_old_flat[index], g_eps_flat[index] = g_cov, g_old, g_eps
+        batch = grad.shape[: grad.ndim - len(event)]
+        return (
+            g_cov_flat.reshape(grad.shape),
+            g_old_flat.reshape(grad.shape),
+            g_eps_flat.reshape(batch),
+            None,
+        )
+
+    @staticmethod
+    def _active_grads(
+        grad: torch.Tensor,
+        basis: torch.Tensor,
+        old_chol: torch.Tensor,
+        lam: torch.Tensor,
+        nu: torch.Tensor,
+        t: torch.Tensor,
+        diag: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gradients for the active states (all arrays hold only those)."""
         dt = grad.dtype
         lam, nu, t = lam.to(dt), nu.to(dt), t.to(dt)
         eta1 = (1.0 / t).unsqueeze(-1)  # η + 1
@@ -83,7 +112,7 @@ class KLCovProjection(torch.autograd.Function):
             m_hat = (g_hat / nu**2 - k * r) / eta1
             g_cov = lam * lam * m_hat / (basis * basis)
             g_old = (eta * m_hat - k * 0.5 * (1.0 - 1.0 / nu)) / (basis * basis)
-            act = active.unsqueeze(-1)
+            return g_cov, g_old, k.squeeze(-1)
         else:
             g_sym = 0.5 * (grad + grad.mT)
             g_hat = basis.mT.contiguous() @ g_sym @ basis  # V = L_o U
@@ -103,8 +132,4 @@ class KLCovProjection(torch.autograd.Function):
             g_cov = back(lam.unsqueeze(-1) * m_hat * lam.unsqueeze(-2))
             d_old = eta.unsqueeze(-1) * m_hat - (k * 0.5 * (1.0 - 1.0 / nu)).unsqueeze(-1) * eye
             g_old = back(d_old)
-            act = active[..., None, None]
-        g_cov = torch.where(act, B.sym(g_cov) if not diag else g_cov, grad)
-        g_old = torch.where(act, B.sym(g_old) if not diag else g_old, torch.zeros_like(g_old))
-        g_eps = torch.where(active, k.squeeze(-1), torch.zeros_like(k.squeeze(-1)))
-        return g_cov, g_old, g_eps, None
+        return B.sym(g_cov), B.sym(g_old), k.squeeze(-1)
