@@ -1,0 +1,158 @@
+"""Unit tests of :func:`trpl_math.kl_projection` (the paper's Eq. 6 and 10-11)."""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+
+import numpy as np
+import pytest
+import scipy.optimize
+import torch
+
+import trpl_math as tm
+from tests._helpers import (
+    LAND_RTOL_F64,
+    ProjectionCases,
+    asarray,
+    assert_close,
+    rotation,
+)
+
+
+def _kl_cov_np(cov: np.ndarray, old_cov: np.ndarray) -> float:
+    """½[tr(Σ_o⁻¹Σ) - d + log|Σ_o| - log|Σ|] with explicit inverses (test-side reference)."""
+    d = cov.shape[-1]
+    return 0.5 * (
+        np.trace(np.linalg.solve(old_cov, cov))
+        - d
+        + np.linalg.slogdet(old_cov)[1]
+        - np.linalg.slogdet(cov)[1]
+    )
+
+
+def _precision_interpolation(cov: np.ndarray, old_cov: np.ndarray, eps: float) -> np.ndarray:
+    """Eq. 11 with η found by ``brentq``: Σ̃ = ((η Λ_o + Λ)/(η + 1))⁻¹."""
+
+    def sigma(eta: float) -> np.ndarray:
+        return np.linalg.inv((eta * np.linalg.inv(old_cov) + np.linalg.inv(cov)) / (eta + 1.0))
+
+    eta = scipy.optimize.brentq(
+        lambda e: _kl_cov_np(sigma(e), old_cov) - eps, 0.0, 1e8, xtol=1e-14, rtol=1e-15
+    )
+    return sigma(eta)
+
+
+class TestKLProjection(ProjectionCases):
+    project = staticmethod(tm.kl_projection)
+    parts = staticmethod(tm.kl_divergence)
+
+    @pytest.mark.parametrize("ratio", [4.0, 0.25])
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_1d_hand_brentq(self, xp: ModuleType, ratio: float, diag: bool) -> None:
+        """In 1-D the bound alone fixes r = σ̃²/σ_o²: ½(r - 1 - log r) = ε on the side of σ²."""
+        eps, old_var = 0.05, 1.7
+        bracket = (1.0, ratio) if ratio > 1 else (ratio, 1.0)
+        r = scipy.optimize.brentq(lambda x: 0.5 * (x - 1 - math.log(x)) - eps, *bracket, xtol=1e-15)
+        shape = (lambda v: [[v]]) if diag else (lambda v: [[[v]]])
+        out = tm.kl_projection(
+            asarray(xp, [[0.0]]),
+            asarray(xp, shape(ratio * old_var)),
+            asarray(xp, [[0.0]]),
+            asarray(xp, shape(old_var)),
+            eps_mean=0.1,
+            eps_cov=eps,
+            diag=diag,
+        )
+        assert_close(out.cov, asarray(xp, shape(r * old_var)), rtol=1e-12)
+
+    def test_1d_mean_hand(self, xp: ModuleType) -> None:
+        # m = ½ (3 - 1)²/2 = 1 > ε = ¼: t = sqrt(¼) = ½, μ̃ = 1 + ½·2 = 2.
+        out = tm.kl_projection(
+            asarray(xp, [[3.0]]),
+            asarray(xp, [[2.0]]),
+            asarray(xp, [[1.0]]),
+            asarray(xp, [[2.0]]),
+            eps_mean=0.25,
+            eps_cov=0.1,
+            diag=True,
+        )
+        assert_close(out.mean, asarray(xp, [[2.0]]))
+        assert bool(xp.all(out.cov == asarray(xp, [[2.0]])))
+
+    def test_2d_diagonal_hand_brentq(self, xp: ModuleType) -> None:
+        old_var, var, eps = np.array([1.0, 4.0]), np.array([3.0, 0.5]), 0.02
+        want = np.diag(_precision_interpolation(np.diag(var), np.diag(old_var), eps))
+        out = tm.kl_projection(
+            asarray(xp, [[0.0, 0.0]]),
+            asarray(xp, [var]),
+            asarray(xp, [[0.0, 0.0]]),
+            asarray(xp, [old_var]),
+            eps_mean=0.1,
+            eps_cov=eps,
+            diag=True,
+        )
+        assert_close(out.cov, asarray(xp, [want]), rtol=1e-11)
+
+    def test_2d_full_non_commuting_brentq(self, xp: ModuleType) -> None:
+        old_cov = rotation(0.3) @ np.diag([2.0, 0.5]) @ rotation(0.3).T
+        cov = rotation(-0.9) @ np.diag([6.0, 0.2]) @ rotation(-0.9).T
+        eps = 0.05
+        out = tm.kl_projection(
+            asarray(xp, [[0.0, 0.0]]),
+            asarray(xp, [cov]),
+            asarray(xp, [[0.0, 0.0]]),
+            asarray(xp, [old_cov]),
+            eps_mean=0.1,
+            eps_cov=eps,
+        )
+        want = _precision_interpolation(cov, old_cov, eps)
+        assert_close(out.cov, asarray(xp, [want]), rtol=1e-10)
+
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_d1_active_gradient_wrt_cov_vanishes(self, diag: bool) -> None:
+        """In 1-D an active projection is fixed by the bound alone: ∂Σ̃/∂Σ = 0 (MATH.md)."""
+        shape = (lambda v: [[v]]) if diag else (lambda v: [[[v]]])
+        for ratio in (4.0, 0.25):
+            cov = torch.tensor(shape(ratio * 1.3), dtype=torch.float64, requires_grad=True)
+            old_cov = torch.tensor(shape(1.3), dtype=torch.float64)
+            zero = torch.zeros(1, 1, dtype=torch.float64)
+            out = tm.kl_projection(zero, cov, zero, old_cov, eps_mean=0.1, eps_cov=0.05, diag=diag)
+            (g,) = torch.autograd.grad(out.cov.sum(), cov)
+            assert float(g.abs().max()) < 1e-8
+
+    def test_gradient_wrt_eps_matches_finite_difference(self) -> None:
+        """dΣ̃/dε from the implicit backward against a central difference of the brentq solution."""
+        old_cov = rotation(0.3) @ np.diag([2.0, 0.5]) @ rotation(0.3).T
+        cov = rotation(-0.9) @ np.diag([6.0, 0.2]) @ rotation(-0.9).T
+        eps = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+        zero = torch.zeros(1, 2, dtype=torch.float64)
+        out = tm.kl_projection(
+            zero,
+            torch.tensor(cov[None]),
+            zero,
+            torch.tensor(old_cov[None]),
+            eps_mean=0.1,
+            eps_cov=eps,
+        )
+        (g,) = torch.autograd.grad(out.cov[0, 0, 1], eps)
+        h = 1e-5
+        fd = (
+            _precision_interpolation(cov, old_cov, 0.05 + h)[0, 1]
+            - _precision_interpolation(cov, old_cov, 0.05 - h)[0, 1]
+        ) / (2 * h)
+        np.testing.assert_allclose(float(g), fd, rtol=1e-6)
+
+    def test_tiny_bound_lands(self, xp: ModuleType) -> None:
+        """ε = 1e-8 of a KL of order 1 still lands within 1e-10 relative (the series KL)."""
+        old = (asarray(xp, [[0.0, 0.0]]), asarray(xp, [np.eye(2)]))
+        out = tm.kl_projection(
+            asarray(xp, [[1.0, 0.0]]),
+            asarray(xp, [[[3.0, 1.0], [1.0, 2.0]]]),
+            *old,
+            eps_mean=1e-8,
+            eps_cov=1e-8,
+        )
+        parts = tm.kl_divergence(*out, *old)
+        assert_close(parts.mean, asarray(xp, [1e-8]), rtol=LAND_RTOL_F64)
+        assert_close(parts.cov, asarray(xp, [1e-8]), rtol=LAND_RTOL_F64)
