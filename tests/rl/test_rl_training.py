@@ -139,3 +139,39 @@ def test_same_seed_same_run_other_seed_other_run():
     keys = [k for k in a if not k.startswith("time")]
     assert [repr(a[k]) for k in keys] == [repr(b[k]) for k in keys]  # bitwise (nan == nan)
     assert a["train_return"] != c["train_return"]
+
+
+@pytest.mark.parametrize("method", ["w2", "kl"])
+def test_entropy_control_follows_the_schedule(method):
+    """With equality entropy control the covariance set after each iteration has exactly the
+    scheduled entropy beta_i = d kappa + (H0 - d kappa) tau^(10 i / N) (Sec. 4.2)."""
+    import math
+
+    from trpl_math import entropy_schedule
+
+    cfg = toy_config(
+        method,
+        total_steps=2000,
+        entropy_control=True,
+        entropy_equality=True,
+        target_entropy=-1.0,
+        temperature=0.5,
+        init_std=1.0,
+    )
+    trainer = Trainer(cfg)
+    d = trainer.act_dim
+    h0 = 0.5 * d * (math.log(2 * math.pi) + 1)  # std 1
+    for i in range(cfg.num_iterations):
+        row = trainer.iterate()
+        beta = entropy_schedule(i, cfg.num_iterations, h0, -1.0, d, kind="exp", temperature=0.5)
+        assert row["entropy"] == pytest.approx(beta, abs=1e-4)
+
+
+def test_regression_steps_pull_the_network_into_the_trust_region():
+    """Extra regression steps towards the projection (Sec. 4.4) bring the unprojected mean
+    closer to the trust region than the penalty alone."""
+    over = {"total_steps": 500, "lr": 3e-3, "alpha": 0.0, "eps_mean": 0.005, "seed": 2}
+    plain = Trainer(toy_config("w2", **over)).iterate()
+    regressed = Trainer(toy_config("w2", regression_steps=10, regression_lr=3e-3, **over)).iterate()
+    assert plain["maha_max"] > 4 * 0.005  # the free network left the trust region
+    assert regressed["maha_max"] < 0.5 * plain["maha_max"]
