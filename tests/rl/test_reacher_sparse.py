@@ -11,6 +11,7 @@ import ctypes.util
 import math
 import os
 import pickle
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -429,3 +430,27 @@ class TestRender:
         )
         assert out.returncode == 0, out.stderr[-2000:]
         assert "rendered (64, 96, 3)" in out.stdout
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "reacher_sparse.md"
+
+
+def _doc_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+
+
+class TestDocs:
+    def test_page_has_examples(self):
+        assert len(_doc_blocks()) >= 2
+
+    @pytest.mark.parametrize("index", range(2))
+    def test_example_runs(self, index):
+        code = _doc_blocks()[index]
+        exec(compile(code, f"docs/reacher_sparse.md#{index}", "exec"), {"__name__": "__docs__"})
+
+    def test_public_names_documented(self):
+        import trpl_math.rl.envs.reacher_sparse as mod
+
+        text = DOC.read_text(encoding="utf-8")
+        missing = [name for name in [*mod.__all__, *envs_pkg.__all__] if name not in text]
+        assert missing == []

@@ -26,6 +26,7 @@ from gymnasium.spaces import Box
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "DISTANCE_WEIGHT",
     "EPISODE_LENGTH",
     "FINGERTIP_OFFSET",
     "GOAL_RADIUS",
