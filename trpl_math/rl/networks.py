@@ -167,14 +167,3 @@ def gaussian_entropy(cov: torch.Tensor, diag: bool) -> torch.Tensor:
     d = cov.shape[-1]
     logdet = torch.log(cov).sum(-1) if diag else torch.linalg.slogdet(cov)[1]
     return 0.5 * d * (LOG_2PI + 1.0) + 0.5 * logdet
-
-
-def sample_gaussian(
-    mean: torch.Tensor, cov: torch.Tensor, diag: bool, generator: torch.Generator
-) -> torch.Tensor:
-    """Draw one action per state, ``(B, d)``, from ``N(mean, cov)`` with ``generator``."""
-    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-    if diag:
-        return mean + cov.sqrt() * noise
-    chol = torch.linalg.cholesky(cov)
-    return mean + (chol @ noise.unsqueeze(-1)).squeeze(-1)
