@@ -287,15 +287,17 @@ class Trainer:
             else:  # the covariance is set to its projection after the epochs: mean part only
                 proj_cov = proj.cov.detach()
                 penalty = self.layer.penalty(Gaussian(proj.mean, proj_cov), mean, proj_cov)
-            ent = gaussian_entropy(proj.cov, self.diag).mean()
-            loss = -surrogate + cfg.alpha * penalty - cfg.entropy_coef * ent
+            loss = -surrogate + cfg.alpha * penalty
+            if cfg.entropy_coef:
+                loss = loss - cfg.entropy_coef * gaussian_entropy(proj.cov, self.diag).mean()
             return loss, {"penalty": float(penalty.detach())}
         logp = gaussian_log_prob(actions, mean, cov, self.diag)
         ratio = torch.exp(logp - old_logp)
         clipped = torch.clamp(ratio, 1 - cfg.clip_ratio, 1 + cfg.clip_ratio)
         surrogate = torch.minimum(ratio * adv, clipped * adv).mean()
-        ent = gaussian_entropy(cov, self.diag).mean()
-        loss = -surrogate - cfg.entropy_coef * ent
+        loss = -surrogate
+        if cfg.entropy_coef:
+            loss = loss - cfg.entropy_coef * gaussian_entropy(cov, self.diag).mean()
         clip_frac = float(((ratio - 1).abs() > cfg.clip_ratio).float().mean())
         return loss, {"clip_frac": clip_frac}
 
