@@ -346,3 +346,12 @@ class TestReport:
 def test_quick_run_passes(tmp_path):
     """The documented command: ``python -m verification --quick`` passes."""
     assert main(["--quick", "--out", str(tmp_path), "--quiet"]) == 0
+
+
+def test_every_check_is_in_the_docs():
+    """docs/verification.md shows a report row for every check (regenerate it when adding one)."""
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "verification.md").read_text()
+    missing = [c.name for c in CHECKS if f"| {c.name} |" not in docs]
+    assert not missing, missing

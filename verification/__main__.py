@@ -6,6 +6,7 @@ Exit status 0 if all checks pass, 1 if any fails, 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import sys
 from collections.abc import Sequence
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="CLARABEL,SCS",
         help="reference solvers in order of preference (default CLARABEL,SCS)",
     )
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help="override the projection-vs-reference tolerance (default 1e-4 float64)",
+    )
     p.add_argument("--list", action="store_true", help="list the checks and exit")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
@@ -71,11 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings["cases"] = args.cases
     if args.dims is not None:
         settings["dims"] = args.dims
+    tolerances = Tolerances.for_dtype(args.dtype)
+    if args.rtol is not None:
+        if not args.rtol > 0:
+            print(f"--rtol must be > 0, got {args.rtol}", file=sys.stderr)
+            return 2
+        tolerances = dataclasses.replace(tolerances, solver_rtol=args.rtol)
     config = Config(
         seed=args.seed,
         dtype=args.dtype,
         solvers=tuple(s.strip().upper() for s in args.solvers.split(",") if s.strip()),
-        tolerances=Tolerances.for_dtype(args.dtype),
+        tolerances=tolerances,
         **settings,
     )
     checks = [c for c in CHECKS if fnmatch.fnmatch(c.name, args.checks)]

@@ -47,7 +47,7 @@ class Tolerances:
     """Pass thresholds; see docs/verification.md for where each number comes from."""
 
     solver_rtol: float = 1e-4
-    bound_rtol: float = 1e-8
+    bound_rtol: float = 1e-9
     closed_form_rtol: float = 1e-9
     fidelity_rtol: float = 1e-6
     fd_rtol: float = 1e-3
