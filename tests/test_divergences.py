@@ -1,0 +1,284 @@
+"""Unit tests of :mod:`trpl_math.divergences`: KL, Wasserstein-2, Frobenius and entropy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from types import ModuleType
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+import trpl_math as tm
+from tests._helpers import (
+    asarray,
+    assert_close,
+    assert_finite,
+    diag_embed,
+    problem,
+    rotation,
+    to_numpy,
+)
+
+LOG_2PIE = math.log(2 * math.pi * math.e)
+OLD_COV = rotation(0.3) @ np.diag([2.0, 0.5]) @ rotation(0.3).T
+COV = rotation(-0.9) @ np.diag([6.0, 0.2]) @ rotation(-0.9).T
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    return np.real(scipy.linalg.sqrtm(a))
+
+
+def _w2(scaled: bool) -> Callable[..., tm.DivergenceParts]:
+    def fn(*args, **kw):
+        return tm.wasserstein_distance(*args, scaled=scaled, **kw)
+
+    return fn
+
+
+MEASURES = {
+    "kl": tm.kl_divergence,
+    "w2_scaled": _w2(True),
+    "w2_plain": _w2(False),
+    "frob": tm.frobenius_distance,
+}
+
+
+class TestKLDivergence:
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_1d_hand(self, xp: ModuleType, diag: bool) -> None:
+        # mean part ½ (3 - 1)² / 4 = ½; cov part ½ (2/4 - 1 + log 4 - log 2) = ½ (log 2 - ½).
+        c, oc = ([2.0], [4.0]) if diag else ([[2.0]], [[4.0]])
+        p = tm.kl_divergence(
+            asarray(xp, [3.0]), asarray(xp, c), asarray(xp, [1.0]), asarray(xp, oc), diag=diag
+        )
+        assert_close(p.mean, asarray(xp, 0.5))
+        assert_close(p.cov, asarray(xp, 0.5 * (math.log(2) - 0.5)))
+
+    def test_2d_diagonal_hand(self, xp: ModuleType) -> None:
+        # diff (1, 2), old vars (1, 4): ½ (1 + 1) = 1; ratios (2, ¾): ½ Σ (r - 1 - log r).
+        p = tm.kl_divergence(
+            asarray(xp, [1.0, 2.0]),
+            asarray(xp, np.diag([2.0, 3.0])),
+            asarray(xp, [0.0, 0.0]),
+            asarray(xp, np.diag([1.0, 4.0])),
+        )
+        want = 0.5 * ((2 - 1 - math.log(2)) + (0.75 - 1 - math.log(0.75)))
+        assert_close(p.mean, asarray(xp, 1.0))
+        assert_close(p.cov, asarray(xp, want))
+
+    def test_2d_full_against_explicit_inverse(self, xp: ModuleType) -> None:
+        diff = np.array([1.0, -0.5])
+        inv = np.linalg.inv(OLD_COV)
+        want_mean = 0.5 * diff @ inv @ diff
+        want_cov = 0.5 * (
+            np.trace(inv @ COV) - 2 + np.log(np.linalg.det(OLD_COV)) - np.log(np.linalg.det(COV))
+        )
+        p = tm.kl_divergence(
+            asarray(xp, diff), asarray(xp, COV), asarray(xp, [0.0, 0.0]), asarray(xp, OLD_COV)
+        )
+        assert_close(p.mean, asarray(xp, want_mean), rtol=1e-13)
+        assert_close(p.cov, asarray(xp, want_cov), rtol=1e-13)
+
+    def test_small_divergence_keeps_relative_accuracy(self, xp: ModuleType) -> None:
+        """Σ = (1 + δ) Σ_o, δ = 1e-6: KLcov = (d/2)(δ - log(1 + δ)) ≈ (d/2)(δ²/2 - δ³/3 + δ⁴/4)."""
+        delta = 1e-6
+        want = 1.0 * (delta**2 / 2 - delta**3 / 3 + delta**4 / 4)  # d = 2
+        p = tm.kl_divergence(
+            asarray(xp, [0.0, 0.0]),
+            asarray(xp, (1 + delta) * OLD_COV),
+            asarray(xp, [0.0, 0.0]),
+            asarray(xp, OLD_COV),
+        )
+        assert_close(p.cov, asarray(xp, want), rtol=1e-8)
+
+    def test_zero_for_identical(self, xp: ModuleType) -> None:
+        args = (asarray(xp, [1.0, 2.0]), asarray(xp, OLD_COV))
+        p = tm.kl_divergence(*args, *args)
+        assert float(p.mean) == 0.0
+        assert abs(float(p.cov)) < 1e-15
+
+
+class TestWassersteinDistance:
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_1d_hand(self, xp: ModuleType, diag: bool) -> None:
+        # stds 3 vs 2, diff 2. plain: 4 + (3 - 2)² = 4 + 1; scaled: 4/4 + (3/2 - 1)² = 1 + ¼.
+        c, oc = ([9.0], [4.0]) if diag else ([[9.0]], [[4.0]])
+        args = (asarray(xp, [2.0]), asarray(xp, c), asarray(xp, [0.0]), asarray(xp, oc))
+        plain = tm.wasserstein_distance(*args, scaled=False, diag=diag)
+        scaled = tm.wasserstein_distance(*args, scaled=True, diag=diag)
+        assert_close(plain.mean, asarray(xp, 4.0))
+        assert_close(plain.cov, asarray(xp, 1.0))
+        assert_close(scaled.mean, asarray(xp, 1.0))
+        assert_close(scaled.cov, asarray(xp, 0.25))
+
+    def test_2d_diagonal_hand(self, xp: ModuleType) -> None:
+        # stds (3, 1) vs (1, 2): plain Σ (s - s_o)² = 4 + 1 = 5; scaled Σ (s/s_o - 1)² = 4 + ¼.
+        args = (
+            asarray(xp, [1.0, 2.0]),
+            asarray(xp, np.diag([9.0, 1.0])),
+            asarray(xp, [0.0, 0.0]),
+            asarray(xp, np.diag([1.0, 4.0])),
+        )
+        plain = tm.wasserstein_distance(*args, scaled=False)
+        scaled = tm.wasserstein_distance(*args)
+        assert_close(plain.mean, asarray(xp, 5.0))
+        assert_close(plain.cov, asarray(xp, 5.0))
+        assert_close(scaled.mean, asarray(xp, 2.0))
+        assert_close(scaled.cov, asarray(xp, 4.25))
+
+    def test_2d_non_commuting_against_scipy_sqrtm(self, xp: ModuleType) -> None:
+        r = _sqrtm(OLD_COV)
+        plain = np.trace(COV + OLD_COV - 2 * _sqrtm(r @ COV @ r))
+        a = np.linalg.inv(r) @ COV @ np.linalg.inv(r)
+        scaled = np.trace(a + np.eye(2) - 2 * _sqrtm(a))
+        args = (asarray(xp, [0.0, 0.0]), asarray(xp, COV), asarray(xp, [0.0, 0.0]))
+        args = (*args, asarray(xp, OLD_COV))
+        assert_close(
+            tm.wasserstein_distance(*args, scaled=False).cov, asarray(xp, plain), rtol=1e-12
+        )
+        assert_close(tm.wasserstein_distance(*args).cov, asarray(xp, scaled), rtol=1e-12)
+
+    @pytest.mark.parametrize("scaled", [True, False])
+    def test_symmetric_in_plain_metric_only(self, xp: ModuleType, scaled: bool) -> None:
+        a = (asarray(xp, [0.0, 0.0]), asarray(xp, COV))
+        b = (asarray(xp, [1.0, 0.0]), asarray(xp, OLD_COV))
+        ab, ba = (
+            tm.wasserstein_distance(*a, *b, scaled=scaled),
+            tm.wasserstein_distance(*b, *a, scaled=scaled),
+        )
+        if scaled:
+            assert abs(float(ab.cov) - float(ba.cov)) > 1e-3
+        else:
+            assert_close(ab.cov, ba.cov, rtol=1e-12)
+
+    @pytest.mark.parametrize("scaled", [True, False])
+    def test_gradient_finite_at_identical_covariances(self, scaled: bool) -> None:
+        """Σ = Σ_o (repeated eigenvalues of A): finite, zero gradient of the cov part."""
+        old = torch.tensor(OLD_COV)
+        cov = old.clone().requires_grad_()
+        z = torch.zeros(2, dtype=torch.float64)
+        (g,) = torch.autograd.grad(tm.wasserstein_distance(z, cov, z, old, scaled=scaled).cov, cov)
+        assert_finite(g)
+        assert float(g.abs().max()) < 1e-7
+
+
+class TestFrobeniusDistance:
+    def test_1d_hand(self, xp: ModuleType) -> None:
+        # maha = (3 - 1)²/2 = 2; (5 - 2)² = 9.
+        p = tm.frobenius_distance(
+            asarray(xp, [3.0]), asarray(xp, [[5.0]]), asarray(xp, [1.0]), asarray(xp, [[2.0]])
+        )
+        assert_close(p.mean, asarray(xp, 2.0))
+        assert_close(p.cov, asarray(xp, 9.0))
+
+    def test_2d_full_hand(self, xp: ModuleType) -> None:
+        # Σ_o = [[3, 1], [1, 3]], Σ_o⁻¹ = [[3, -1], [-1, 3]]/8: maha((2, 0)) = 12/8 = 1.5.
+        # Δ = [[1, 1], [1, -1]]: ‖Δ‖_F² = 4.
+        old = np.array([[3.0, 1.0], [1.0, 3.0]])
+        p = tm.frobenius_distance(
+            asarray(xp, [2.0, 0.0]),
+            asarray(xp, old + np.array([[1.0, 1.0], [1.0, -1.0]])),
+            asarray(xp, [0.0, 0.0]),
+            asarray(xp, old),
+        )
+        assert_close(p.mean, asarray(xp, 1.5))
+        assert_close(p.cov, asarray(xp, 4.0))
+
+    def test_diag_hand(self, xp: ModuleType) -> None:
+        p = tm.frobenius_distance(
+            asarray(xp, [1.0, 2.0]),
+            asarray(xp, [3.0, 2.0]),
+            asarray(xp, [0.0, 0.0]),
+            asarray(xp, [1.0, 4.0]),
+            diag=True,
+        )
+        assert_close(p.mean, asarray(xp, 2.0))
+        assert_close(p.cov, asarray(xp, 8.0))
+
+
+class TestEntropy:
+    def test_1d_hand(self, xp: ModuleType) -> None:
+        want = 0.5 * math.log(2 * math.pi * math.e * 0.3)
+        assert_close(tm.entropy(asarray(xp, [0.3]), diag=True), asarray(xp, want))
+        assert_close(tm.entropy(asarray(xp, [[0.3]])), asarray(xp, want))
+
+    def test_2d_full_hand(self, xp: ModuleType) -> None:
+        # |[[2, 1], [1, 2]]| = 3.
+        want = LOG_2PIE + 0.5 * math.log(3.0)
+        assert_close(tm.entropy(asarray(xp, [[2.0, 1.0], [1.0, 2.0]])), asarray(xp, want))
+
+    def test_batch_and_diag_equals_full(self, xp: ModuleType) -> None:
+        v = np.array([[0.5, 2.0, 1.0], [3.0, 0.1, 7.0]])
+        got_d = tm.entropy(asarray(xp, v), diag=True)
+        got_f = tm.entropy(asarray(xp, diag_embed(v)))
+        want = 1.5 * LOG_2PIE + 0.5 * np.log(v).sum(-1)
+        assert_close(got_d, asarray(xp, want))
+        assert_close(got_f, asarray(xp, want))
+
+    def test_float32_dtype_kept(self, xp: ModuleType) -> None:
+        got = tm.entropy(asarray(xp, [[2.0, 1.0], [1.0, 2.0]], "float32"))
+        assert_close(got, asarray(xp, LOG_2PIE + 0.5 * math.log(3.0), "float32"))
+
+
+class TestAllMeasures:
+    """Cross-cutting checks of every measure (diag == full, back ends, dtypes, broadcasting)."""
+
+    @pytest.mark.parametrize("name", list(MEASURES))
+    def test_diag_equals_full_on_diagonal_inputs(self, xp: ModuleType, name: str) -> None:
+        rng = np.random.default_rng(0)
+        m, om = rng.standard_normal((2, 4, 3))
+        v, ov = np.exp(rng.uniform(-1, 1, (2, 4, 3)))
+        fn = MEASURES[name]
+        d = fn(*(asarray(xp, a) for a in (m, v, om, ov)), diag=True)
+        f = fn(*(asarray(xp, a) for a in (m, diag_embed(v), om, diag_embed(ov))))
+        assert_close(f.mean, d.mean, rtol=1e-13)
+        assert_close(f.cov, d.cov, rtol=1e-11)
+
+    @pytest.mark.parametrize("name", list(MEASURES))
+    def test_numpy_matches_torch(self, name: str) -> None:
+        raw = problem(batch=3)
+        a = MEASURES[name](*raw)
+        b = MEASURES[name](*(torch.from_numpy(x) for x in raw))
+        for x, y in zip(b, a, strict=True):
+            assert isinstance(x, torch.Tensor) and x.dtype == torch.float64
+            np.testing.assert_allclose(to_numpy(x), y, rtol=1e-12)
+
+    @pytest.mark.parametrize("name", list(MEASURES))
+    def test_float32_close_to_float64_and_dtype_kept(self, xp: ModuleType, name: str) -> None:
+        raw = problem(batch=3)
+        a = MEASURES[name](*(asarray(xp, x) for x in raw))
+        b = MEASURES[name](*(asarray(xp, x, "float32") for x in raw))
+        for x64, x32 in zip(a, b, strict=True):
+            assert_close(x32, xp.astype(x64, xp.float32), rtol=1e-4)
+
+    @pytest.mark.parametrize("name", list(MEASURES))
+    def test_broadcast_noncontextual_old(self, xp: ModuleType, name: str) -> None:
+        mean, cov, old_mean, old_cov = (asarray(xp, a) for a in problem(batch=3))
+        fn = MEASURES[name]
+        got = fn(mean, cov, old_mean[0], old_cov[0])
+        assert tuple(got.mean.shape) == (3,) and tuple(got.cov.shape) == (3,)
+        for b in range(3):
+            want = fn(mean[b], cov[b], old_mean[0], old_cov[0])
+            assert_close(got.mean[b], want.mean, rtol=1e-13)
+            assert_close(got.cov[b], want.cov, rtol=1e-12)
+
+    @pytest.mark.parametrize("name", list(MEASURES))
+    def test_nonnegative_and_zero_at_old(self, xp: ModuleType, name: str) -> None:
+        mean, cov, old_mean, old_cov = (asarray(xp, a) for a in problem(batch=3))
+        p = MEASURES[name](mean, cov, old_mean, old_cov)
+        assert bool(xp.all(p.mean > 0)) and bool(xp.all(p.cov > 0))
+        z = MEASURES[name](old_mean, old_cov, old_mean, old_cov)
+        assert float(xp.max(xp.abs(z.mean))) == 0.0
+        assert float(xp.max(xp.abs(z.cov))) < 1e-12
+
+    @pytest.mark.parametrize("name", list(MEASURES))
+    def test_gradcheck(self, name: str) -> None:
+        raw = [torch.from_numpy(a).requires_grad_() for a in problem(batch=2)]
+
+        def fn(mu, s, mu_o, s_o):
+            return MEASURES[name](mu, 0.5 * (s + s.mT), mu_o, 0.5 * (s_o + s_o.mT))
+
+        assert torch.autograd.gradcheck(fn, tuple(raw))
