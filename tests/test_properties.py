@@ -137,12 +137,14 @@ class TestTheorem1LibraryOutputs:
         eta = math.sqrt(c / eps) - 1  # Eq. 9
         _theorem1(_h(out.cov), _h(p.cov), _h(p.old_cov), eta, lower=True)
 
+    @pytest.mark.parametrize("scaled", [True, False])
     @given(p=pairs(), ratio=outside_ratios)
-    def test_w2_exact_plain(self, p: Pair, ratio: float):
-        w2 = la.w2_cov_between(p.cov, p.old_cov)
+    def test_w2_exact(self, scaled: bool, p: Pair, ratio: float):
+        # Scaled: the geodesic in whitened coordinates; log-det shifts by log|Σ_o| both sides.
+        w2 = la.w2_cov_between(p.cov, p.old_cov, p.old_cov if scaled else None)
         assume(w2 > 1e-8)
         out = tm.wasserstein_projection(
-            *p.args(), eps_mean=1e9, eps_cov=ratio * w2, scaled=False, exact=True
+            *p.args(), eps_mean=1e9, eps_cov=ratio * w2, scaled=scaled, exact=True
         )
         eta = 1 / math.sqrt(ratio) - 1  # t = sqrt(ε / W2) = 1/(1+η)
         _theorem1(_h(out.cov), _h(p.cov), _h(p.old_cov), eta, lower=True)

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 import platform
-import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -177,7 +176,3 @@ def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:
     md.write_text(render_markdown(report))
     js.write_text(json.dumps(report.to_json(), indent=2, default=str))
     return md, js
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
