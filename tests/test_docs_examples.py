@@ -36,3 +36,19 @@ def test_pages_have_examples() -> None:
 @pytest.mark.parametrize(("name", "code"), CASES, ids=[name for name, _ in CASES])
 def test_example_runs(name: str, code: str) -> None:
     exec(compile(code, name, "exec"), {"__name__": "__docs__"})
+
+
+def test_regression_unbatched_torch_kl_joint() -> None:
+    """A single state without batch dimensions: the host Newton solve returns a NumPy scalar."""
+    import torch
+
+    import trpl_math as tm
+
+    for diag in (True, False):
+        cov = torch.full((2,), 2.0, dtype=torch.float64) if diag else 2.0 * torch.eye(2).double()
+        old = torch.ones(2, dtype=torch.float64) if diag else torch.eye(2).double()
+        p = tm.kl_joint_projection(
+            torch.ones(2).double(), cov, torch.zeros(2).double(), old, eps=0.1, diag=diag
+        )
+        kl = tm.kl_divergence(*p, torch.zeros(2).double(), old, diag=diag).total
+        assert p.cov.shape == cov.shape and abs(float(kl) / 0.1 - 1) < 1e-10

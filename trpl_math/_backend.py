@@ -154,10 +154,10 @@ def to_host(xp: ModuleType, *arrays: Array) -> tuple[ModuleType, list[Array]]:
 
 def from_host(x: Array, xp: ModuleType, like: Array) -> Array:
     """Inverse of :func:`to_host`: ``x`` back in ``xp`` on the device of ``like``."""
-    if is_torch(xp) and isinstance(x, np.ndarray):
+    if is_torch(xp) and isinstance(x, np.ndarray | np.generic):  # NumPy gives scalars for 0-d
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(x)).to(like.device)
+        return torch.as_tensor(np.asarray(x), device=like.device)
     return x
 
 
