@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/grid")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--slice", type=int, help="iterations per job per round (round-robin)")
-    p.add_argument("--deadline", help="ISO time (UTC if no zone) after which nothing new starts")
+    p.add_argument(
+        "--deadline", help="ISO time (UTC if no zone) at which running jobs stop (resumable)"
+    )
     _add_config_args(p)
     p.set_defaults(func=cmd_grid)
     return parser

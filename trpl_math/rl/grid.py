@@ -82,7 +82,8 @@ def run_grid(
 
     Args:
         slice_iters: iterations per job per round (None: each job runs to completion at once).
-        deadline: UNIX time after which no new job or round is started.
+        deadline: UNIX time at which running jobs are stopped (each continues from its last
+            checkpoint when the grid is run again) and nothing new is started.
     """
     ctx = mp.get_context("spawn")
     status: dict[str, str] = {}
@@ -102,7 +103,17 @@ def run_grid(
                     if status.get(j.folder, "ok") == "ok"
                 ]
             results = []
-            for folder, st in pool.imap_unordered(_run_job, tasks):
+            it = pool.imap_unordered(_run_job, tasks)
+            while True:
+                timeout = None if deadline is None else max(deadline - time.time(), 0.0)
+                try:
+                    folder, st = it.next(timeout=timeout)
+                except StopIteration:
+                    break
+                except mp.TimeoutError:
+                    pool.terminate()  # running jobs stop; they resume from their checkpoint
+                    log("deadline reached, terminated running jobs")
+                    return status
                 status[folder] = st
                 results.append(st)
                 log(
@@ -111,10 +122,6 @@ def run_grid(
                 )
                 if st.startswith("error"):
                     log(st)
-                if deadline is not None and time.time() >= deadline:
-                    pool.terminate()  # in-flight slices stop; they resume from their checkpoint
-                    log("deadline reached, terminated running jobs")
-                    return status
             if slice_iters is None:
                 break
             finished = all(_iterations_done(j.folder) >= _total_iters(j) for j in jobs)
