@@ -355,3 +355,48 @@ def test_every_check_is_in_the_docs():
     docs = (Path(__file__).resolve().parents[1] / "docs" / "verification.md").read_text()
     missing = [c.name for c in CHECKS if f"| {c.name} |" not in docs]
     assert not missing, missing
+
+
+class TestIndependentEvaluators:
+    """The float64 evaluators the report measures with, on hand-computed values."""
+
+    def test_kl_1d(self):
+        # KL(N(1, 2) ‖ N(0, 1)) = ½·1 + ½(2 - 1 - log 2).
+        m, c = la.kl_parts(np.array([1.0]), np.array([[2.0]]), np.zeros(1), np.eye(1))
+        assert m == pytest.approx(0.5) and c == pytest.approx(0.5 * (1 - math.log(2)))
+
+    def test_w2_diagonal(self):
+        a, b = np.array([4.0, 1.0]), np.array([1.0, 9.0])
+        mean, old_mean = np.array([1.0, 2.0]), np.zeros(2)
+        m, c = la.w2_parts(mean, np.diag(a), old_mean, np.diag(b), scaled=False)
+        assert m == pytest.approx(5.0) and c == pytest.approx(1.0 + 4.0)
+        # Scaled: whitened by b, mean part 1/1 + 4/9, cov part Σ (sqrt(a/b) - 1)².
+        m, c = la.w2_parts(mean, np.diag(a), old_mean, np.diag(b), scaled=True)
+        assert m == pytest.approx(1 + 4 / 9) and c == pytest.approx(1.0 + (1 / 3 - 1) ** 2)
+
+    def test_frobenius_and_entropy(self):
+        m, c = la.frobenius_parts(np.ones(2), 2 * np.eye(2), np.zeros(2), np.eye(2))
+        assert m == pytest.approx(2.0) and c == pytest.approx(2.0)
+        assert la.entropy(np.array([[3.0]])) == pytest.approx(
+            0.5 * math.log(2 * math.pi * math.e * 3)
+        )
+
+    @pytest.mark.parametrize("structure", ["general", "commuting", "diagonal"])
+    def test_random_instances(self, structure):
+        rng = np.random.default_rng(8)
+        inst = la.random_instance(rng, 4, structure=structure, log_scale=1.0)
+        for cov in (inst.cov, inst.old_cov):
+            w = np.linalg.eigvalsh(cov)
+            assert w.min() >= math.exp(-1) - 1e-12 and w.max() <= math.e + 1e-12
+        commute = np.abs(inst.cov @ inst.old_cov - inst.old_cov @ inst.cov).max()
+        assert (commute < 1e-12) == (structure != "general")
+        if structure == "diagonal":
+            assert np.count_nonzero(inst.cov - np.diag(np.diag(inst.cov))) == 0
+        with pytest.raises(ValueError, match="structure"):
+            la.random_instance(rng, 2, structure="banded")
+
+
+def test_float32_library_passes_float32_tolerances():
+    cfg = Config(cases=2, dims=(2, 3), dtype="float32", tolerances=Tolerances.for_dtype("float32"))
+    report = run_checks(cfg, checks=_checks("kl_projection", "divergences[closed forms]"))
+    assert report.passed, render_markdown(report)
