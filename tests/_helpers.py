@@ -263,16 +263,9 @@ class ProjectionCases:
             assert_close(out.mean[sl], ref.mean, rtol=1e-12)
             assert_close(out.cov[sl], ref.cov, rtol=1e-12)
 
-    #: Set by a subclass to the description of a known core bug with unbatched torch inputs.
-    unbatched_torch_bug: str | None = None
-
     @pytest.mark.parametrize("diag", [False, True])
-    def test_unbatched_matches_batched(
-        self, xp: ModuleType, diag: bool, request: pytest.FixtureRequest
-    ) -> None:
+    def test_unbatched_matches_batched(self, xp: ModuleType, diag: bool) -> None:
         """No batch dimension at all: ``mean (d,)``, ``cov (d, d)`` (or ``(d,)``), active parts."""
-        if self.unbatched_torch_bug and xp.__name__.endswith("torch"):
-            request.applymarker(pytest.mark.xfail(strict=True, reason=self.unbatched_torch_bug))
         args = self._inputs(xp, diag)
         kw = {"eps_mean": 0.01, "eps_cov": 0.01, "diag": diag}
         batched = type(self).project(*args, **kw)
@@ -339,16 +332,21 @@ class ProjectionCases:
     @pytest.mark.parametrize("d", [1, 17, 64])
     @pytest.mark.parametrize(("dtype", "cond"), [("float64", 1e8), ("float32", 1e4)])
     def test_ill_conditioned_finite(self, d: int, dtype: str, cond: float, bound: float) -> None:
+        """Full and diagonal covariances of condition number ``cond``: finite values and grads."""
         rng = np.random.default_rng(d)
-        old_cov = spd(d, cond, seed=d)
-        cov = 0.5 * spd(d, cond, seed=d + 1)
         old_mean = rng.standard_normal(d)
         mean = old_mean + rng.standard_normal(d)
-        raw = (mean, cov, old_mean, old_cov)
-        ts = [torch.tensor(a[None], dtype=getattr(torch, dtype)) for a in raw]  # batch of 1
-        ts = [t.requires_grad_() for t in ts]
-        out = type(self).project(*ts, eps_mean=bound, eps_cov=bound, diag=False)
-        assert out.mean.dtype == ts[0].dtype and out.cov.dtype == ts[0].dtype
-        loss = out.mean.sum() + out.cov.sum()
-        grads = torch.autograd.grad(loss, ts)
-        assert_finite(out.mean, out.cov, *grads)
+        spread = np.logspace(-0.5, 0.5, d) ** math.log10(cond) if d > 1 else np.ones(1)
+        cases = {
+            False: (spd(d, cond, seed=d), 0.5 * spd(d, cond, seed=d + 1)),
+            True: (spread, 0.5 * rng.permutation(spread)),
+        }
+        for diag, (old_cov, cov) in cases.items():
+            raw = (mean, cov, old_mean, old_cov)
+            ts = [torch.tensor(a[None], dtype=getattr(torch, dtype)) for a in raw]  # batch of 1
+            ts = [t.requires_grad_() for t in ts]
+            out = type(self).project(*ts, eps_mean=bound, eps_cov=bound, diag=diag)
+            assert out.mean.dtype == ts[0].dtype and out.cov.dtype == ts[0].dtype
+            loss = out.mean.sum() + out.cov.sum()
+            grads = torch.autograd.grad(loss, ts)
+            assert_finite(out.mean, out.cov, *grads)

@@ -69,7 +69,7 @@ def _joint_reference(mean, cov, old_mean, old_cov, eps, beta=None):
 
 
 def _b1(xp: ModuleType, *arrays: np.ndarray) -> tuple:
-    """Arrays with a leading batch dimension of 1 (unbatched torch input hits a core bug)."""
+    """Arrays with a leading batch dimension of 1."""
     return tuple(asarray(xp, np.asarray(a)[None]) for a in arrays)
 
 
@@ -254,12 +254,8 @@ class TestKLJointProjection:
             assert_close(out.mean[sl], ref.mean, rtol=1e-12)
             assert_close(out.cov[sl], ref.cov, rtol=1e-12)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="core bug: kl_joint_projection with torch inputs and no batch dimension raises "
-        "TypeError (solve_in_t returns a NumPy scalar that from_host does not convert)",
-    )
     def test_unbatched_torch(self) -> None:
+        """Regression: unbatched torch input used to raise TypeError (host solve gave a scalar)."""
         out = tm.kl_joint_projection(
             *(torch.from_numpy(a) for a in (MEAN, COV, OLD_MEAN, OLD_COV)), eps=0.2
         )
@@ -332,16 +328,22 @@ class TestKLJointProjection:
     @pytest.mark.parametrize("d", [1, 17, 64])
     @pytest.mark.parametrize(("dtype", "cond"), [("float64", 1e8), ("float32", 1e4)])
     def test_ill_conditioned_finite(self, d: int, dtype: str, cond: float, bound: float) -> None:
+        """Full and diagonal covariances of condition number ``cond``: finite values and grads."""
         rng = np.random.default_rng(d)
-        old_cov, cov = spd(d, cond, seed=d), 0.5 * spd(d, cond, seed=d + 1)
         old_mean = rng.standard_normal(d)
         mean = old_mean + rng.standard_normal(d)
-        ts = [
-            torch.tensor(a[None], dtype=getattr(torch, dtype)).requires_grad_()
-            for a in (mean, cov, old_mean, old_cov)
-        ]
-        for beta in (None, 0.5 * d):
-            out = tm.kl_joint_projection(*ts, eps=bound, entropy_bound=beta)
-            assert out.cov.dtype == ts[0].dtype
-            grads = torch.autograd.grad(out.mean.sum() + out.cov.sum(), ts)
-            assert_finite(out.mean, out.cov, *grads)
+        spread = np.logspace(-0.5, 0.5, d) ** math.log10(cond) if d > 1 else np.ones(1)
+        cases = {
+            False: (spd(d, cond, seed=d), 0.5 * spd(d, cond, seed=d + 1)),
+            True: (spread, 0.5 * rng.permutation(spread)),
+        }
+        for diag, (old_cov, cov) in cases.items():
+            ts = [
+                torch.tensor(a[None], dtype=getattr(torch, dtype)).requires_grad_()
+                for a in (mean, cov, old_mean, old_cov)
+            ]
+            for beta in (None, 0.5 * d):
+                out = tm.kl_joint_projection(*ts, eps=bound, entropy_bound=beta, diag=diag)
+                assert out.cov.dtype == ts[0].dtype
+                grads = torch.autograd.grad(out.mean.sum() + out.cov.sum(), ts)
+                assert_finite(out.mean, out.cov, *grads)
