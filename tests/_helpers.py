@@ -174,16 +174,12 @@ class ProjectionCases:
         raw = diag_problem() if diag else problem()
         return tuple(asarray(xp, a, dtype) for a in raw)
 
-    def _values(self, xp: ModuleType, args: tuple[Array, ...], diag: bool) -> tuple[Array, Array]:
-        m, c = type(self).parts(*args, diag=diag)
-        return m, c
-
     # -- the three cases --
 
     @pytest.mark.parametrize("diag", [False, True])
     def test_inside_unchanged_bitwise(self, xp: ModuleType, diag: bool) -> None:
         args = self._inputs(xp, diag)
-        m, c = self._values(xp, args, diag)
+        m, c = type(self).parts(*args, diag=diag)
         out = type(self).project(*args, eps_mean=2.0 * m, eps_cov=2.0 * c, diag=diag)
         assert_equal(out.mean, args[0])
         assert_equal(out.cov, args[1])
@@ -191,7 +187,7 @@ class ProjectionCases:
     @pytest.mark.parametrize("diag", [False, True])
     def test_on_boundary_unchanged(self, xp: ModuleType, diag: bool) -> None:
         args = self._inputs(xp, diag)
-        m, c = self._values(xp, args, diag)
+        m, c = type(self).parts(*args, diag=diag)
         out = type(self).project(*args, eps_mean=m, eps_cov=c, diag=diag)
         assert_close(out.mean, args[0], rtol=1e-12)
         assert_close(out.cov, args[1], rtol=1e-10)
@@ -200,7 +196,7 @@ class ProjectionCases:
     @pytest.mark.parametrize("shrink", [0.5, 1e-3])
     def test_outside_lands_on_bound(self, xp: ModuleType, diag: bool, shrink: float) -> None:
         args = self._inputs(xp, diag)
-        m, c = self._values(xp, args, diag)
+        m, c = type(self).parts(*args, diag=diag)
         eps_m, eps_c = shrink * m, shrink * c
         out = type(self).project(*args, eps_mean=eps_m, eps_cov=eps_c, diag=diag)
         m2, c2 = type(self).parts(out.mean, out.cov, args[2], args[3], diag=diag)
@@ -211,7 +207,7 @@ class ProjectionCases:
     def test_mixed_batch_with_array_bounds(self, xp: ModuleType, diag: bool) -> None:
         """State 0 inside both bounds (unchanged), state 1 outside both (lands on them)."""
         args = self._inputs(xp, diag)
-        m, c = self._values(xp, args, diag)
+        m, c = type(self).parts(*args, diag=diag)
         scale = asarray(xp, [2.0, 0.25])
         out = type(self).project(*args, eps_mean=scale * m, eps_cov=scale * c, diag=diag)
         assert_equal(out.mean[0], args[0][0])

@@ -17,6 +17,6 @@ def xp(request: pytest.FixtureRequest) -> ModuleType:
     """The array namespace under test: ``array_api_compat.numpy`` or ``array_api_compat.torch``.
 
     Build inputs with ``xp.asarray(values, dtype=xp.float64)``; compare results with
-    :func:`tests._helpers.assert_close`, which also checks that the namespace is ``xp``.
+    :func:`_helpers.assert_close`, which also checks that the namespace is ``xp``.
     """
     return np_xp if request.param == "numpy" else torch_xp

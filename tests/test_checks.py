@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _helpers import asarray
 
 import trpl_math as tm
-from tests._helpers import asarray
 from trpl_math.torch import EntropySchedule, TrustRegionLayer
 
 PAIR_FUNCTIONS: dict[str, Callable[..., Any]] = {

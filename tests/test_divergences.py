@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-
-import trpl_math as tm
-from tests._helpers import (
+from _helpers import (
     asarray,
     assert_close,
     assert_finite,
@@ -21,6 +19,8 @@ from tests._helpers import (
     rotation,
     to_numpy,
 )
+
+import trpl_math as tm
 
 LOG_2PIE = math.log(2 * math.pi * math.e)
 OLD_COV = rotation(0.3) @ np.diag([2.0, 0.5]) @ rotation(0.3).T

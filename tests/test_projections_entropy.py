@@ -9,9 +9,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
-
-import trpl_math as tm
-from tests._helpers import (
+from _helpers import (
     asarray,
     assert_close,
     assert_equal,
@@ -22,6 +20,8 @@ from tests._helpers import (
     sym_param,
     to_numpy,
 )
+
+import trpl_math as tm
 
 LOG_2PIE = math.log(2 * math.pi * math.e)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 
 import numpy as np
+from _helpers import ProjectionCases, asarray, assert_close
 
 import trpl_math as tm
-from tests._helpers import ProjectionCases, asarray, assert_close
 
 
 class TestFrobeniusProjection(ProjectionCases):

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import scipy.optimize
 import torch
-
-import trpl_math as tm
-from tests._helpers import (
+from _helpers import (
     LAND_RTOL_F64,
     ProjectionCases,
     asarray,
     assert_close,
     rotation,
 )
+
+import trpl_math as tm
 
 
 def _kl_cov_np(cov: np.ndarray, old_cov: np.ndarray) -> float:

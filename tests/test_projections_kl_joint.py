@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import torch
-
-import trpl_math as tm
-from tests._helpers import (
+from _helpers import (
     LAND_RTOL_F64,
     asarray,
     assert_close,
@@ -25,6 +23,8 @@ from tests._helpers import (
     sym_param,
     to_numpy,
 )
+
+import trpl_math as tm
 
 LOG_2PIE = math.log(2 * math.pi * math.e)
 OLD_COV = rotation(0.3) @ np.diag([2.0, 0.5]) @ rotation(0.3).T

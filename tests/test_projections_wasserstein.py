@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-
-import trpl_math as tm
-from tests._helpers import (
+from _helpers import (
     LAND_RTOL_F64,
     ProjectionCases,
     asarray,
@@ -21,6 +19,8 @@ from tests._helpers import (
     spd_sqrt,
     to_numpy,
 )
+
+import trpl_math as tm
 
 # A non-commuting 2-D pair (different eigenbases).
 OLD_COV = rotation(0.3) @ np.diag([2.0, 0.5]) @ rotation(0.3).T

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from _helpers import diag_problem, problem
 
 import trpl_math as tm
-from tests._helpers import diag_problem, problem
 from trpl_math.torch import MEASURES, EntropySchedule, TrustRegionLayer
 
 EPS_MEAN, EPS_COV = 0.05, 0.02
