@@ -43,17 +43,8 @@ CORE_MODULES = [
     "trpl_math.torch.layer",
 ]
 
-NO_EXAMPLE = pytest.mark.xfail(strict=True, reason="core docs gap: docstring has no Example")
-DOCUMENTED = [
-    pytest.param(("trpl_math", n), marks=NO_EXAMPLE)
-    if n in {"Gaussian", "DivergenceParts", "wasserstein_commuting_cov_part"}
-    else ("trpl_math", n)
-    for n in sorted(CONTRACT | EXTRA)
-] + [
-    pytest.param(("trpl_math.torch", n), marks=NO_EXAMPLE)
-    if n == "EntropySchedule"
-    else ("trpl_math.torch", n)
-    for n in sorted(TORCH_CONTRACT)
+DOCUMENTED = [("trpl_math", n) for n in sorted(CONTRACT | EXTRA)] + [
+    ("trpl_math.torch", n) for n in sorted(TORCH_CONTRACT)
 ]
 
 

@@ -102,8 +102,12 @@ def prepare_pair(mean: Array, cov: Array, old_mean: Array, old_cov: Array, *, di
                 raise ValueError(f"{name} has dtype {x.dtype} but mean has {mean.dtype}")
     b_cov, d = _event_shape(cov, diag)
     b_old, d_old = _event_shape(old_cov, diag)
-    for name, x, dd in (("mean", mean, d), ("old_mean", old_mean, d), ("old_cov", old_cov, d_old)):
-        if int(x.shape[-1]) != dd or d_old != d:
+    for name, x, dd in (
+        ("mean", mean, mean.shape[-1]),
+        ("old_mean", old_mean, old_mean.shape[-1]),
+        ("old_cov", old_cov, d_old),
+    ):
+        if int(dd) != d:
             raise ValueError(
                 f"dimension mismatch: {name} has shape {tuple(x.shape)}, cov has shape "
                 f"{tuple(cov.shape)} (diag={diag}); all must share the event dimension d"

@@ -11,6 +11,13 @@ class Gaussian(NamedTuple):
     Attributes:
         mean: ``(..., d)``.
         cov: ``(..., d, d)`` covariance matrices, or ``(..., d)`` variances for diagonal ones.
+
+    Example:
+        >>> import numpy as np
+        >>> g = Gaussian(np.zeros(2), np.eye(2))
+        >>> mean, cov = g  # a NamedTuple: unpacks, and ``*g`` passes both to a function
+        >>> g.cov.shape
+        (2, 2)
     """
 
     mean: Any
@@ -23,6 +30,12 @@ class DivergenceParts(NamedTuple):
     Attributes:
         mean: ``(...)`` the part that depends on the means.
         cov: ``(...)`` the part that depends on the covariances.
+
+    Example:
+        >>> import numpy as np
+        >>> parts = DivergenceParts(np.float64(0.25), np.float64(0.5))
+        >>> float(parts.total)
+        0.75
     """
 
     mean: Any

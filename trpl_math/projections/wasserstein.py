@@ -7,7 +7,7 @@ from typing import Any
 
 from trpl_math import _backend as B
 from trpl_math._backend import Array
-from trpl_math._checks import prepare_bound, prepare_pair
+from trpl_math._checks import prepare_bound, prepare_cov, prepare_pair
 from trpl_math.divergences import maha_chol
 from trpl_math.projections.mean import project_mean, shrink_factor
 from trpl_math.types import Gaussian
@@ -125,8 +125,29 @@ def wasserstein_commuting_cov_part(
 
     Returns:
         ``(...)``.
+
+    Raises:
+        ValueError: bad shapes or dtypes, non-finite values, covariances not positive definite.
+
+    Example:
+        >>> import numpy as np
+        >>> float(wasserstein_commuting_cov_part(np.array([4.0]), np.array([1.0]), diag=True))
+        1.0
     """
-    xp = B.namespace(cov, old_cov)
+    B.namespace(cov, old_cov)  # TypeError for NumPy and torch mixed
+    xp, d = prepare_cov(cov, diag=diag, name="cov")
+    prepare_cov(old_cov, diag=diag, name="old_cov")
+    if B.validation_enabled():
+        if old_cov.dtype != cov.dtype:
+            raise ValueError(f"old_cov has dtype {old_cov.dtype} but cov has {cov.dtype}")
+        if int(old_cov.shape[-1]) != d:
+            raise ValueError(
+                f"dimension mismatch: old_cov has shape {tuple(old_cov.shape)}, cov has shape "
+                f"{tuple(cov.shape)}"
+            )
+        if not diag:
+            B.cholesky(cov, xp, name="cov", check=True)
+            B.cholesky(old_cov, xp, name="old_cov", check=True)
     if diag:
         std, old_std = xp.sqrt(cov), xp.sqrt(old_cov)
         rel = (std - old_std) / old_std if scaled else std - old_std

@@ -26,6 +26,12 @@ class EntropySchedule:
         total_steps: N, the number of steps (e.g. iterations) of training.
         equality: enforce ``H = β`` instead of ``H ≥ β``.
         initial_entropy: H_0; ``None`` sets it from the first call's mean entropy.
+
+    Example:
+        >>> sched = EntropySchedule(kind="linear", target_per_dim=-1.0, total_steps=100,
+        ...                         initial_entropy=2.0)
+        >>> sched.target(50, dim=2)  # halfway from H_0 = 2 to d·κ = -2
+        0.0
     """
 
     kind: str = "exp"
