@@ -214,7 +214,10 @@ class TestAggregate:
         assert aggregate(check, good, tol).passed
         assert not aggregate(check, [*good, CaseResult(rel_err=1e-2)], tol).passed
         assert not aggregate(check, [*good, CaseResult(violation=1e-3)], tol).passed
-        assert not aggregate(check, [*good, CaseResult(solved=False)], tol).passed
+        # At most max(1, 10% of the cases) unsolved references, and never all of them.
+        assert aggregate(check, [*good, CaseResult(solved=False)], tol).passed
+        assert not aggregate(check, [*good, *[CaseResult(solved=False)] * 2], tol).passed
+        assert not aggregate(check, [CaseResult(solved=False)], tol).passed
         row = aggregate(check, [*good, CaseResult(rel_err=1e-2)], tol)
         assert row.max_rel_err == pytest.approx(1e-2) and row.cases == 3
 

@@ -146,13 +146,28 @@ class Instance:
 
 
 def random_instance(
-    rng: np.random.Generator, d: int, *, structure: str = "general", log_scale: float = 1.0
+    rng: np.random.Generator,
+    d: int,
+    *,
+    structure: str = "general",
+    log_scale: float = 1.0,
+    min_kl_part: float = 1e-3,
 ) -> Instance:
     """A random prediction/old-policy pair in ``d`` dimensions.
 
     ``structure``: ``"general"`` (independent eigenbases, non-commuting), ``"commuting"`` (a shared
-    random eigenbasis) or ``"diagonal"`` (the identity as eigenbasis).
+    random eigenbasis) or ``"diagonal"`` (the identity as eigenbasis). Pairs whose KL mean or
+    covariance part is below ``min_kl_part`` are redrawn: with bounds set relative to those parts,
+    a near-coincident pair would ask the solver for an accuracy far below its tolerance.
     """
+    for _ in range(1000):
+        inst = _draw_instance(rng, d, structure, log_scale)
+        if min(kl_parts(inst.mean, inst.cov, inst.old_mean, inst.old_cov)) >= min_kl_part:
+            return inst
+    raise ValueError(f"could not draw a pair with KL parts >= {min_kl_part}")  # pragma: no cover
+
+
+def _draw_instance(rng: np.random.Generator, d: int, structure: str, log_scale: float) -> Instance:
     if structure == "general":
         cov, old_cov = (
             random_spd(rng, d, log_scale=log_scale),

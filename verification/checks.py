@@ -175,7 +175,7 @@ def aggregate(check: Check, results: list[CaseResult], tol: Tolerances) -> Check
 
     A check fails when a solved case exceeds a limit (``rel``, ``violation``, ``bound_gap``),
     when a case says ``passed=False``, when no case was solved, or when more than
-    ``max_unsolved_fraction`` of the references did not solve.
+    ``max(1, max_unsolved_fraction · cases)`` of the references did not solve.
     """
     solved = [r for r in results if r.solved]
     unsolved = len(results) - len(solved)
@@ -184,7 +184,8 @@ def aggregate(check: Check, results: list[CaseResult], tol: Tolerances) -> Check
     def worst(attr: str) -> float:
         return max((getattr(r, attr) for r in solved), default=math.nan)
 
-    ok = bool(solved) and unsolved <= tol.max_unsolved_fraction * len(results)
+    allowed = max(1, math.floor(tol.max_unsolved_fraction * len(results)))
+    ok = bool(solved) and unsolved <= allowed
     for attr, limit in limits.items():
         ok = ok and all(getattr(r, attr) <= limit for r in solved)
     ok = ok and all(r.passed is not False for r in solved)
