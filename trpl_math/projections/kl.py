@@ -95,7 +95,8 @@ class EigenSolution(NamedTuple):
 
     Attributes:
         cov: ``(..., d, d)`` (or ``(..., d)``) projected covariances (the input where inactive).
-        index: ``(n,)`` flat batch indices of the active states.
+        index: ``(n,)`` flat batch indices of the active states (all states if diagonal:
+            elementwise work is cheaper than gathering; ``t = 1`` marks the inactive ones).
         basis: ``(n, d, d)`` ``V = L_o U`` with ``Vᵀ Σ_o⁻¹ V = I`` and ``Vᵀ Σ⁻¹ V = diag λ``;
             the old standard deviations ``(n, d)`` if diagonal.
         old_chol: ``(n, d, d)`` ``L_o`` (``basis`` again if diagonal).
@@ -142,18 +143,27 @@ def kl_cov_eigen_projection(
         old_chol = B.cholesky(old_cov, xp, name="old_cov", check=check)
         white_chol = B.solve_tril(old_chol, B.cholesky(cov, xp, name="cov", check=check), xp)
         kl_now = kl_cov_whitened(white_chol, xp)
-    index = xp.nonzero(kl_now > eps)[0]
+    active = kl_now > eps
+    if diag:  # elementwise: solving for every state costs less than gathering the active ones
+        index = xp.arange(int(active.shape[0]), device=_device(active))
+        basis = old_chol = xp.sqrt(old_cov)
+        lam = _f64(old_cov / cov, xp)
+        hx, (lam_h, eps_h, kl_h, act_h) = B.to_host(
+            xp, lam, _f64(eps, xp), _f64(kl_now, xp), active
+        )
+        t = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, act_h, hx, kl_h)
+        t = B.from_host(t, xp, lam)
+        nu = 1.0 + t[..., None] * (lam - 1.0)
+        out = xp.where(active[..., None], old_cov * xp.astype(1.0 / nu, cov.dtype), cov)
+        return EigenSolution(xp.reshape(out, (*batch, *event)), index, basis, old_chol, lam, nu, t)
+    index = xp.nonzero(active)[0]
     out = xp.asarray(cov, copy=True)
     take = lambda x: xp.take(x, index, axis=0)  # noqa: E731
-    if diag:
-        basis = old_chol = xp.sqrt(take(old_cov))
-        lam = _f64(take(old_cov) / take(cov), xp)
-    else:
-        w = take(white_chol)
-        ratio, rot = B.eigh(w @ B.mT(w), xp)  # eigenvalues 1/λ of L_o⁻¹ Σ L_o⁻ᵀ
-        old_chol = take(old_chol)
-        basis = old_chol @ rot
-        lam = 1.0 / _f64(ratio, xp)
+    w = take(white_chol)
+    ratio, rot = B.eigh(w @ B.mT(w), xp)  # eigenvalues 1/λ of L_o⁻¹ Σ L_o⁻ᵀ
+    old_chol = take(old_chol)
+    basis = old_chol @ rot
+    lam = 1.0 / _f64(ratio, xp)
     eps_a, kl_a = _f64(take(eps), xp), _f64(take(kl_now), xp)
     hx, (lam_h, eps_h, kl_h) = B.to_host(xp, lam, eps_a, kl_a)
     ones = hx.ones(eps_h.shape, dtype=hx.bool)
@@ -162,10 +172,7 @@ def kl_cov_eigen_projection(
     nu = 1.0 + t[..., None] * (lam - 1.0)
     inv_nu = xp.astype(1.0 / nu, cov.dtype)
     if int(index.shape[0]):
-        if diag:
-            out[index] = basis * basis * inv_nu
-        else:
-            out[index] = B.sym((basis * inv_nu[..., None, :]) @ B.mT(basis))
+        out[index] = B.sym((basis * inv_nu[..., None, :]) @ B.mT(basis))
     return EigenSolution(xp.reshape(out, (*batch, *event)), index, basis, old_chol, lam, nu, t)
 
 
@@ -287,6 +294,12 @@ class Pencil:
         if self.diag:
             return xp.sum(xp.log(self.cov if which == "cov" else self.old_cov), axis=-1)
         return B.logdet_from_chol(self.chol if which == "cov" else self.old_chol, xp)
+
+
+def _device(x: Array) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(x)
 
 
 def _f64(x: Array, xp: ModuleType) -> Array:

@@ -71,6 +71,17 @@ class KLCovProjection(torch.autograd.Function):
         diag = ctx.diag
         event = grad.shape[-1:] if diag else grad.shape[-2:]
         flat = grad.reshape(-1, *event)
+        if diag:  # every state was solved; t == 1 marks the inactive ones (identity)
+            g_cov, g_old, g_eps = KLCovProjection._active_grads(
+                flat, basis, old_chol, lam, nu, t, diag
+            )
+            act = t < 1.0
+            return (
+                torch.where(act.unsqueeze(-1), g_cov, flat).reshape(grad.shape),
+                torch.where(act.unsqueeze(-1), g_old, 0.0).reshape(grad.shape),
+                torch.where(act, g_eps, 0.0).reshape(grad.shape[:-1]),
+                None,
+            )
         g_cov_flat = flat.clone()
         g_old_flat = torch.zeros_like(flat)
         g_eps_flat = flat.new_zeros(flat.shape[0])
@@ -104,6 +115,7 @@ class KLCovProjection(torch.autograd.Function):
         eta = eta1 - 1.0
         r = 0.5 * (1.0 / nu**2 - 1.0 / nu)
         f_eta = -(r * (1.0 - nu)).sum(-1, keepdim=True) / eta1
+        f_eta = torch.where(f_eta == 0, -1.0, f_eta)  # only at inactive states (diag path)
         if diag:
             # basis = old std: V = diag(σ_o), V⁻ᵀ X V⁻¹ = X / σ_o².
             g_hat = grad * basis * basis
