@@ -9,7 +9,7 @@ covariance).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +178,19 @@ def save_data(data: dict[str, Any], out: Path, name: str) -> Path:
 def label_panel(ax: Axes, text: str) -> None:
     """Title a panel ``(a) ...`` left-aligned, as in the paper."""
     ax.set_title(text, loc="left")
+
+
+def make_figure(
+    name: str,
+    compute: Callable[[int], dict[str, Any]],
+    plot: Callable[[dict[str, Any]], Figure],
+    out: Path,
+    formats: Iterable[str],
+    seed: int = 0,
+) -> list[Path]:
+    """Compute a figure's data, plot it in the shared style, save both; returns the paths."""
+    data = compute(seed)
+    with style():
+        paths = save_figure(plot(data), out, name, formats)
+    paths.append(save_data(data, out, name))
+    return paths

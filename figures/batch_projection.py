@@ -21,11 +21,9 @@ from matplotlib.lines import Line2D
 import trpl_math as tm
 from figures._common import (
     ellipse_xy,
+    make_figure,
     new_figure,
     rotated_cov,
-    save_data,
-    save_figure,
-    style,
 )
 
 NAME = "batch_projection"
@@ -171,8 +169,4 @@ def plot(data: dict[str, Any]) -> Any:
 
 def make(out: Path, formats: tuple[str, ...], seed: int = 0) -> list[Path]:
     """Compute, plot and save the figure into ``out``; returns the written paths."""
-    data = compute(seed)
-    with style():
-        paths = save_figure(plot(data), out, NAME, formats)
-    paths.append(save_data(data, out, NAME))
-    return paths
+    return make_figure(NAME, compute, plot, out, formats, seed)

@@ -32,11 +32,9 @@ from figures._common import (
     ellipse_xy,
     kl_cov_along_eta,
     label_panel,
+    make_figure,
     new_figure,
     rotated_cov,
-    save_data,
-    save_figure,
-    style,
 )
 
 NAME = "fig1_interpolation"
@@ -184,8 +182,4 @@ def plot(data: dict[str, Any]) -> Any:
 
 def make(out: Path, formats: tuple[str, ...], seed: int = 0) -> list[Path]:
     """Compute, plot and save Figure 1 into ``out``; returns the written paths."""
-    data = compute(seed)
-    with style():
-        paths = save_figure(plot(data), out, NAME, formats)
-    paths.append(save_data(data, out, NAME))
-    return paths
+    return make_figure(NAME, compute, plot, out, formats, seed)

@@ -22,11 +22,9 @@ from figures._common import (
     OKABE_ITO,
     kl_cov_along_eta,
     label_panel,
+    make_figure,
     new_figure,
     recover_eta_kl,
-    save_data,
-    save_figure,
-    style,
 )
 
 NAME = "kl_root"
@@ -116,8 +114,4 @@ def plot(data: dict[str, Any]) -> Any:
 
 def make(out: Path, formats: tuple[str, ...], seed: int = 0) -> list[Path]:
     """Compute, plot and save the figure into ``out``; returns the written paths."""
-    data = compute(seed)
-    with style():
-        paths = save_figure(plot(data), out, NAME, formats)
-    paths.append(save_data(data, out, NAME))
-    return paths
+    return make_figure(NAME, compute, plot, out, formats, seed)

@@ -21,12 +21,10 @@ from figures._common import (
     OKABE_ITO,
     ellipse_xy,
     label_panel,
+    make_figure,
     new_figure,
     rotated_cov,
-    save_data,
-    save_figure,
     sqrtm_psd,
-    style,
 )
 
 NAME = "w2_exact_vs_eq9"
@@ -165,8 +163,4 @@ def plot(data: dict[str, Any]) -> Any:
 
 def make(out: Path, formats: tuple[str, ...], seed: int = 0) -> list[Path]:
     """Compute, plot and save the figure into ``out``; returns the written paths."""
-    data = compute(seed)
-    with style():
-        paths = save_figure(plot(data), out, NAME, formats)
-    paths.append(save_data(data, out, NAME))
-    return paths
+    return make_figure(NAME, compute, plot, out, formats, seed)
