@@ -46,15 +46,15 @@ __all__ = [
 class Tolerances:
     """Pass thresholds; see docs/verification.md for where each number comes from."""
 
-    solver_rtol: float = 1e-4
-    bound_rtol: float = 1e-9
-    closed_form_rtol: float = 1e-9
-    fidelity_rtol: float = 1e-6
-    fd_rtol: float = 1e-3
-    mc_sigmas: float = 5.0
-    gradcheck_atol: float = 1e-5
+    solver_rtol: float = 1e-4  # projection vs reference solution (Clarabel's accuracy ~3e-5)
+    bound_rtol: float = 1e-9  # violation / bound gap relative to ε (library: ~1e-10)
+    closed_form_rtol: float = 1e-9  # divergences vs the independent NumPy evaluation
+    fidelity_rtol: float = 1e-6  # W2 vs the fidelity SDP's value, relative to tr A + tr B
+    fd_rtol: float = 1e-3  # Jacobian·v vs central differences of re-solved references
+    mc_sigmas: float = 5.0  # closed form vs Monte Carlo, in standard errors
+    gradcheck_atol: float = 1e-5  # torch.autograd.gradcheck
     gradcheck_rtol: float = 1e-3
-    max_unsolved_fraction: float = 0.1
+    max_unsolved_fraction: float = 0.1  # a check fails above max(1, this × cases) unsolved
 
     @staticmethod
     def for_dtype(dtype: str) -> Tolerances:
@@ -995,7 +995,7 @@ CHECKS: tuple[Check, ...] = (
     *(
         Check(
             f"jacobian[{name}] vs reference FD",
-            "autograd JVP vs central differences of re-solved reference (SCS)",
+            "autograd Jacobian·v vs central differences of re-solved references (SCS)",
             _fd_reference(name),
             lambda t: {"rel_err": t.fd_rtol},
             lambda t: f"rel {t.fd_rtol:.0e}",
