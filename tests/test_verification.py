@@ -301,6 +301,8 @@ class TestPlantedErrorsAreCaught:
 
     def test_wrong_gradient_caught_by_gradcheck(self, impl):
         cfg = dataclasses.replace(self.cfg, gradcheck_dims=(2,))
+        good = run_checks(cfg, impl, checks=_checks("gradcheck[frobenius_projection]"))
+        assert good.passed, render_markdown(good)
         bad = run_checks(
             cfg,
             dataclasses.replace(impl, frobenius_projection=_half_gradient_frobenius),
@@ -308,6 +310,24 @@ class TestPlantedErrorsAreCaught:
         )
         (row,) = bad.results
         assert not row.passed and "gradcheck failed" in row.note and row.max_abs_err > 1e-2
+
+    def test_wrong_kl_gradient_caught_by_reference_differences(self, impl):
+        # Values right, gradient halved: the reference's finite differences disagree.
+        def half_gradient_kl(mean, cov, old_mean, old_cov, **kwargs):
+            import trpl_math as tm
+
+            res = tm.kl_projection(mean, cov, old_mean, old_cov, **kwargs)
+            return res._replace(cov=res.cov.detach() + 0.5 * (res.cov - res.cov.detach()))
+
+        cfg = Config(cases=1, dims=(2,), fd_directions=1)
+        names = ("jacobian[kl] vs reference FD",)
+        good = run_checks(cfg, impl, checks=_checks(*names))
+        bad = run_checks(
+            cfg, dataclasses.replace(impl, kl_projection=half_gradient_kl), checks=_checks(*names)
+        )
+        assert good.passed, render_markdown(good)
+        (row,) = bad.results
+        assert not row.passed and row.max_rel_err > 1e-2
 
 
 # --------------------------------------------------------------- report and CLI
