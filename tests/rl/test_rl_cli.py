@@ -5,10 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from toy_env import register
 
-from trpl_math.rl.analysis import load_runs, mean_ci, table1_windows, table_rows
+from trpl_math.rl.analysis import load_runs, mean_ci, smooth, table1_windows, table_rows
 from trpl_math.rl.cli import main
 from trpl_math.rl.grid import make_jobs
 
@@ -61,7 +62,10 @@ def test_train_evaluate_table_plot(tmp_path, capsys):
     assert main(["table", str(tmp_path / "runs"), "--window", "2"]) == 0
     table = capsys.readouterr().out
     assert "| TrplPointGoal-v0 | KL-E | 2 | 1000 |" in table
-    assert main(["plot", str(tmp_path / "runs"), "--out", str(tmp_path / "c.png")]) == 0
+    assert (
+        main(["plot", str(tmp_path / "runs"), "--out", str(tmp_path / "c.png"), "--smooth", "2"])
+        == 0
+    )
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
@@ -96,6 +100,7 @@ def test_table_statistics(tmp_path):
     # t_{0.975, 2} = 4.3027; sem = 1 / sqrt(3)
     assert m == 2.0 and h == pytest.approx(4.302653 / 3**0.5, rel=1e-5)
     assert mean_ci([5.0]) == (5.0, 0.0)
+    np.testing.assert_allclose(smooth(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])
     assert load_runs([tmp_path]) == [] and table_rows([]) == []
 
 

@@ -159,20 +159,34 @@ def format_table(rows: list[dict], fmt: str = "markdown") -> str:
     return "\n".join(lines)
 
 
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average over ``window`` iterations (shorter at the start)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    csum = np.cumsum(np.insert(np.asarray(values, np.float64), 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (csum[idx] - csum[lo]) / (idx - lo)
+
+
 def curve(
-    group: list[Run], column: str = "eval_return"
+    group: list[Run], column: str = "eval_return", smooth_window: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(steps, mean, ci)`` of ``column`` over the runs of a group (truncated to the shortest)."""
+    """``(steps, mean, ci)`` of ``column`` over the runs of a group (truncated to the shortest),
+    each run first smoothed by a trailing moving average of ``smooth_window`` iterations."""
     n = min(len(r.columns[column]) for r in group)
-    data = np.stack([r.columns[column][:n] for r in group])
+    data = np.stack([smooth(r.columns[column][:n], smooth_window) for r in group])
     steps = group[0].columns["global_step"][:n]
     mean = np.nanmean(data, axis=0)
     ci = np.array([mean_ci(data[:, i])[1] for i in range(n)])
     return steps, mean, ci
 
 
-def plot_curves(runs: list[Run], out: str | Path, column: str = "eval_return") -> Path:
-    """Fig. 4 style: one panel per task, mean +- 95% CI over seeds of ``column`` per method."""
+def plot_curves(
+    runs: list[Run], out: str | Path, column: str = "eval_return", smooth_window: int = 1
+) -> Path:
+    """Fig. 4 style: one panel per task, mean +- 95% CI over seeds of ``column`` per method
+    (Student t over seeds; runs smoothed over ``smooth_window`` iterations first)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,12 +199,19 @@ def plot_curves(runs: list[Run], out: str | Path, column: str = "eval_return") -
         for (e, _method), group in sorted(groups.items()):
             if e != env:
                 continue
-            steps, mean, ci = curve(group, column)
+            steps, mean, ci = curve(group, column, smooth_window)
             (line,) = ax.plot(steps, mean, label=f"{group[0].label} ({len(group)})")
             ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2, color=line.get_color())
+        # the t-interval of 3 seeds can be very wide: keep the axis on the observed values
+        seen = np.concatenate([r.columns[column] for r in runs if r.env_id == env])
+        seen = seen[np.isfinite(seen)]
+        if len(seen):
+            pad = 0.05 * (seen.max() - seen.min() + 1e-9)
+            ax.set_ylim(seen.min() - pad, seen.max() + pad)
         ax.set_title(env)
         ax.set_xlabel("samples")
-        ax.set_ylabel(column.replace("_", " "))
+        label = column.replace("_", " ")
+        ax.set_ylabel(label if smooth_window == 1 else f"{label} (avg of {smooth_window} iters)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -85,7 +85,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs found", file=sys.stderr)
         return 1
-    print(f"wrote {plot_curves(runs, args.out, args.column)} from {len(runs)} runs")
+    path = plot_curves(runs, args.out, args.column, args.smooth)
+    print(f"wrote {path} from {len(runs)} runs")
     return 0
 
 
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="folders containing run folders")
     p.add_argument("--out", default="curves.png")
     p.add_argument("--column", default="eval_return")
+    p.add_argument("--smooth", type=int, default=1, help="moving average over this many iterations")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("table", help="Table 1 format: 20%% and final windows, mean +- 95%% CI")
