@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from trpl_math.rl.gae import gae
@@ -81,3 +82,44 @@ def test_rejects_bad_input():
         gae(z, np.zeros((3, 1)), z, z.astype(bool), z.astype(bool), 0.9, 0.9)
     with pytest.raises(ValueError, match="gamma"):
         gae(z, z, z, z.astype(bool), z.astype(bool), 1.5, 0.9)
+
+
+
+def test_bootstrap_truncation_flag() -> None:
+    """``bootstrap_truncation=False`` (the ReacherSparse configs) makes a time-limit cut worth 0;
+    the default adds gamma * V(final observation) to the cut step's TD target."""
+    from toy_env import register
+
+    from trpl_math.rl.config import load_config
+    from trpl_math.rl.trainer import Trainer
+
+    assert load_config(method="kl", env_id="ReacherSparse-v0").bootstrap_truncation is False
+    assert load_config(method="kl", env_id="Hopper-v5").bootstrap_truncation is True
+    toy = register()
+    rng = np.random.default_rng(0)
+    T, N, obs_dim = 6, 1, 2
+    batch = {
+        "obs": rng.normal(size=(T, N, obs_dim)).astype(np.float32),
+        "last_obs": rng.normal(size=(N, obs_dim)).astype(np.float32),
+        "final_obs": rng.normal(size=(T, N, obs_dim)).astype(np.float32),
+        "rewards": rng.normal(size=(T, N)),
+        "scaled_rewards": rng.normal(size=(T, N)),
+        "terminated": np.zeros((T, N), bool),
+        "truncated": np.zeros((T, N), bool),
+    }
+    batch["truncated"][3, 0] = True
+    out = {}
+    for flag in (True, False):
+        cfg = load_config(method="kl", env_id=toy, overrides={"bootstrap_truncation": flag})
+        trainer = Trainer(cfg)
+        torch.manual_seed(0)
+        for p in trainer.vf.parameters():
+            torch.nn.init.normal_(p)
+        out[flag] = trainer.advantages(batch)
+        with torch.no_grad():
+            v_final = float(trainer.vf(torch.from_numpy(batch["final_obs"][3])).numpy()[0])
+    adv_boot, adv_cut = out[True][0], out[False][0]
+    # Only the cut step's TD error differs, by gamma * V(final); earlier steps see it via GAE.
+    np.testing.assert_allclose(adv_boot[3, 0] - adv_cut[3, 0], cfg.gamma * v_final, rtol=1e-6)
+    np.testing.assert_allclose(adv_boot[4:], adv_cut[4:])
+    assert abs(v_final) > 1e-3  # the comparison above is not vacuous

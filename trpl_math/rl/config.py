@@ -46,6 +46,10 @@ class TrainConfig:
     """Discount factor."""
     gae_lambda: float = 0.95
     """GAE lambda."""
+    bootstrap_truncation: bool = True
+    """Bootstrap time-limit cuts from the value of the final observation. Set False where the
+    cut is the task's true end (ReacherSparse: the step count is observed and no reward follows
+    step 200, so the final state is worth 0 and bootstrapping would add a guess of V there)."""
 
     # --- networks ------------------------------------------------------------------------
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])

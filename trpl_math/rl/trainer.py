@@ -239,14 +239,18 @@ class Trainer:
         values = self.vf(torch.from_numpy(batch["obs"].reshape(T * N, -1))).numpy().reshape(T, N)
         last = self.vf(torch.from_numpy(batch["last_obs"])).numpy()
         next_values = np.concatenate([values[1:], last[None]], axis=0).astype(np.float64)
-        idx = np.nonzero(batch["truncated"])
-        if len(idx[0]):
-            next_values[idx] = self.vf(torch.from_numpy(batch["final_obs"][idx])).numpy()
+        terminated = batch["terminated"]
+        if self.cfg.bootstrap_truncation:
+            idx = np.nonzero(batch["truncated"])
+            if len(idx[0]):
+                next_values[idx] = self.vf(torch.from_numpy(batch["final_obs"][idx])).numpy()
+        else:  # the time limit is the task's end: the final state is worth 0
+            terminated = terminated | batch["truncated"]
         adv, ret = gae(
             batch["scaled_rewards"],
             values,
             next_values,
-            batch["terminated"],
+            terminated,
             batch["truncated"],
             self.cfg.gamma,
             self.cfg.gae_lambda,
