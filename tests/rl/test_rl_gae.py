@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from trpl_math.rl.gae import gae
 
@@ -82,7 +82,6 @@ def test_rejects_bad_input():
         gae(z, np.zeros((3, 1)), z, z.astype(bool), z.astype(bool), 0.9, 0.9)
     with pytest.raises(ValueError, match="gamma"):
         gae(z, z, z, z.astype(bool), z.astype(bool), 1.5, 0.9)
-
 
 
 def test_bootstrap_truncation_flag() -> None:
