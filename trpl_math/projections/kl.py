@@ -176,26 +176,6 @@ def kl_cov_eigen_projection(
     return EigenSolution(xp.reshape(out, (*batch, *event)), index, basis, old_chol, lam, nu, t)
 
 
-def implicit_newton_step(
-    constraint: Any, eta_star: Array, deriv: Array, active: Array, xp: ModuleType
-) -> Array:
-    """``η = η* - f(η*, θ) / stop_gradient(∂f/∂η)``: value η* (polished), implicit gradient.
-
-    Args:
-        constraint: ``η -> (f(η, θ), ...)`` evaluated with differentiable operations in θ.
-        eta_star: ``(...)`` the root found numerically (treated as a constant).
-        deriv: ``(...)`` ``∂f/∂η`` at the root (treated as a constant; < 0 where active).
-        active: ``(...)`` states that were projected; the others get ``η = 0``.
-
-    Returns:
-        ``(...)`` η whose gradient is ``-(∂f/∂θ) / (∂f/∂η)`` (Appendix B.5).
-    """
-    eta_c = B.stop_gradient(eta_star, xp)
-    f = constraint(eta_c)[0]
-    safe = B.stop_gradient(xp.where(active, deriv, xp.ones_like(deriv)), xp)
-    return xp.where(active, eta_c - f / safe, xp.zeros_like(eta_c))
-
-
 class Interpolated(NamedTuple):
     """``S = Σ_o (η Σ + Σ_o)⁻¹ Σ`` (so ``Σ̃ = a S``), ``μ̃`` and ``log|η Σ + Σ_o|``."""
 
@@ -225,14 +205,6 @@ class Pencil:
         self.diag, self.xp = diag, xp
         self.ex = (...,) + (None,) * (1 if diag else 2)
 
-    def eigenvalues(self) -> Array:
-        """Generalised eigenvalues ``λ`` of ``(Λ, Λ_o)`` in float64, detached, ``(..., d)``."""
-        xp = self.xp
-        if self.diag:
-            return _f64(B.stop_gradient(self.old_cov / self.cov, xp), xp)
-        w = self._whitened_chol()
-        return 1.0 / B.eigvalsh(w @ B.mT(w), xp)
-
     def eigh(self, diff: Array) -> tuple[Array, Array, Array]:
         """``(λ, z, V)`` in float64, detached: generalised eigenvalues, the offset
         ``z = V⁻¹(μ - μ_o)`` and the basis ``V = L_o U`` (``Vᵀ Λ_o V = I``, ``Vᵀ Λ V = diag λ``);
@@ -241,7 +213,8 @@ class Pencil:
         diff = _f64(B.stop_gradient(diff, xp), xp)
         if self.diag:
             std = xp.sqrt(_f64(B.stop_gradient(self.old_cov, xp), xp))
-            return self.eigenvalues(), diff / std, std
+            lam = _f64(B.stop_gradient(self.old_cov / self.cov, xp), xp)
+            return lam, diff / std, std
         w = self._whitened_chol()
         evals, evecs = B.eigh(w @ B.mT(w), xp)
         old_chol = _f64(B.stop_gradient(self.old_chol, xp), xp)
