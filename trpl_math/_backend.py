@@ -142,13 +142,13 @@ def eigvalsh(x: Array, xp: ModuleType) -> Array:
 def to_host(xp: ModuleType, *arrays: Array) -> tuple[ModuleType, list[Array]]:
     """Detached ``arrays`` in the namespace best for many tiny elementwise steps.
 
-    CPU torch tensors become NumPy views (NumPy's per-operation overhead is a fraction of
-    torch's, which dominates the O(d) Newton iterations); anything else stays as it is.
+    CPU torch tensors become NumPy views and the namespace is plain ``numpy`` (its per-operation
+    overhead is a fraction of torch's, and of the ``array_api_compat`` wrappers', which dominates
+    the O(d) Newton iterations on small batches); anything else stays as it is. Code run on the
+    host namespace uses only functions that plain NumPy and the array API spell alike.
     """
     if is_torch(xp) and all(a.device.type == "cpu" for a in arrays):
-        import array_api_compat.numpy as np_xp
-
-        return np_xp, [a.detach().numpy() for a in arrays]
+        return np, [a.detach().numpy() for a in arrays]
     return xp, [stop_gradient(a, xp) for a in arrays]
 
 

@@ -28,8 +28,18 @@ def x_minus_log1p(x: Array, xp: ModuleType) -> Array:
 
     This is ``r - 1 - log r`` with ``r = 1 + x``, the building block of every Gaussian KL.
     For ``|x| < 0.01`` the Taylor series ``Σ_{k≥2} (-1)^k x^k / k`` (to ``x^10``) replaces the
-    cancelling difference.
+    cancelling difference. Torch tensors go through one autograd node whose gradient is the
+    closed form ``x / (1 + x)`` (instead of a graph through every term of the series).
     """
+    if B.is_torch(xp):
+        from trpl_math.torch._autograd import XMinusLog1p
+
+        return XMinusLog1p.apply(x)
+    return x_minus_log1p_values(x, xp)
+
+
+def x_minus_log1p_values(x: Array, xp: ModuleType) -> Array:
+    """The values of :func:`x_minus_log1p` in any namespace (no autograd glue)."""
     small = xp.abs(x) < 1e-2
     xs = xp.where(small, x, xp.zeros_like(x))
     series = xp.zeros_like(x)

@@ -138,24 +138,11 @@ def kl_cov_eigen_projection(
     cov, old_cov = (xp.reshape(B.stop_gradient(x, xp), (-1, *event)) for x in (cov, old_cov))
     eps = xp.reshape(B.stop_gradient(eps, xp), (-1,))
     if diag:
-        kl_now = kl_cov_diag(cov, old_cov, xp)
-    else:
-        old_chol = B.cholesky(old_cov, xp, name="old_cov", check=check)
-        white_chol = B.solve_tril(old_chol, B.cholesky(cov, xp, name="cov", check=check), xp)
-        kl_now = kl_cov_whitened(white_chol, xp)
+        return _diag_projection(cov, old_cov, eps, batch, xp)
+    old_chol = B.cholesky(old_cov, xp, name="old_cov", check=check)
+    white_chol = B.solve_tril(old_chol, B.cholesky(cov, xp, name="cov", check=check), xp)
+    kl_now = kl_cov_whitened(white_chol, xp)
     active = kl_now > eps
-    if diag:  # elementwise: solving for every state costs less than gathering the active ones
-        index = xp.arange(int(active.shape[0]), device=_device(active))
-        basis = old_chol = xp.sqrt(old_cov)
-        lam = _f64(old_cov / cov, xp)
-        hx, (lam_h, eps_h, kl_h, act_h) = B.to_host(
-            xp, lam, _f64(eps, xp), _f64(kl_now, xp), active
-        )
-        t = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, act_h, hx, kl_h)
-        t = B.from_host(t, xp, lam)
-        nu = 1.0 + t[..., None] * (lam - 1.0)
-        out = xp.where(active[..., None], old_cov * xp.astype(1.0 / nu, cov.dtype), cov)
-        return EigenSolution(xp.reshape(out, (*batch, *event)), index, basis, old_chol, lam, nu, t)
     index = xp.nonzero(active)[0]
     out = xp.asarray(cov, copy=True)
     take = lambda x: xp.take(x, index, axis=0)  # noqa: E731
@@ -174,6 +161,32 @@ def kl_cov_eigen_projection(
     if int(index.shape[0]):
         out[index] = B.sym((basis * inv_nu[..., None, :]) @ B.mT(basis))
     return EigenSolution(xp.reshape(out, (*batch, *event)), index, basis, old_chol, lam, nu, t)
+
+
+def _diag_projection(
+    var: Array, old_var: Array, eps: Array, batch: tuple[int, ...], xp: ModuleType
+) -> EigenSolution:
+    """:func:`kl_cov_eigen_projection` for variance vectors ``(n, d)``, all O(d) elementwise.
+
+    Every state is solved (``t = 1`` where inactive): elementwise work costs less than gathering
+    the active ones. The whole solve runs in float64 on the host namespace (plain NumPy for CPU
+    tensors, whose per-operation overhead is what a small batch pays for).
+    """
+    hx, (var_h, old_h, eps_h) = B.to_host(xp, var, old_var, eps)
+    var_h, old_h, eps_h = (hx.astype(x, hx.float64) for x in (var_h, old_h, eps_h))
+    kl_h = kl_cov_diag(var_h, old_h, hx)
+    act_h = kl_h > eps_h
+    lam_h = old_h / var_h
+    t_h = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, act_h, hx, kl_h)
+    nu_h = 1.0 + t_h[..., None] * (lam_h - 1.0)
+    out_h = hx.where(act_h[..., None], old_h / nu_h, var_h)
+    std, lam, nu, t, out = (
+        B.from_host(x, xp, var) for x in (hx.sqrt(old_h), lam_h, nu_h, t_h, out_h)
+    )
+    out = xp.reshape(xp.astype(out, var.dtype), (*batch, int(var.shape[-1])))
+    index = xp.arange(int(var.shape[0]), device=_device(var))
+    std = xp.astype(std, var.dtype)
+    return EigenSolution(out, index, std, std, lam, nu, t)
 
 
 class Interpolated(NamedTuple):

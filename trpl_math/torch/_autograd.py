@@ -50,6 +50,29 @@ class SqrtmPSD(torch.autograd.Function):
         return v @ g @ v.mT.contiguous()
 
 
+class XMinusLog1p(torch.autograd.Function):
+    """``φ(x) = x - log(1 + x)`` elementwise with the gradient ``φ'(x) = x / (1 + x)``.
+
+    The value is the series/direct evaluation of :func:`trpl_math.divergences.x_minus_log1p`,
+    computed on the host namespace (NumPy for CPU tensors, whose per-operation cost is far lower
+    on the small arrays of a training step); the backward is one differentiable expression, so
+    higher derivatives work too.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        from trpl_math.divergences import x_minus_log1p_values
+
+        hx, (xh,) = B.to_host(B.namespace(x), x)
+        ctx.save_for_backward(x)
+        return torch.as_tensor(x_minus_log1p_values(xh, hx), device=x.device)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * x / (1.0 + x)
+
+
 class KLCovProjection(torch.autograd.Function):
     """``(cov, old_cov, eps) -> projected cov`` of the KL projection, implicit gradients."""
 
