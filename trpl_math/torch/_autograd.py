@@ -95,22 +95,21 @@ class KLCovProjection(torch.autograd.Function):
         event = grad.shape[-1:] if diag else grad.shape[-2:]
         flat = grad.reshape(-1, *event)
         if diag:  # every state was solved; t == 1 marks the inactive ones (identity)
-            g_cov, g_old, g_eps = KLCovProjection._active_grads(
-                flat, basis, old_chol, lam, nu, t, diag
+            xp = B.namespace(grad)
+            hx, host = B.to_host(xp, flat, basis, lam, nu, t)
+            g_cov, g_old, g_eps = (
+                B.from_host(g, xp, grad).to(grad.dtype).reshape(shape)
+                for g, shape in zip(
+                    _diag_grads(*host, hx), (grad.shape, grad.shape, grad.shape[:-1]), strict=True
+                )
             )
-            act = t < 1.0
-            return (
-                torch.where(act.unsqueeze(-1), g_cov, flat).reshape(grad.shape),
-                torch.where(act.unsqueeze(-1), g_old, 0.0).reshape(grad.shape),
-                torch.where(act, g_eps, 0.0).reshape(grad.shape[:-1]),
-                None,
-            )
+            return g_cov, g_old, g_eps, None
         g_cov_flat = flat.clone()
         g_old_flat = torch.zeros_like(flat)
         g_eps_flat = flat.new_zeros(flat.shape[0])
         if index.numel():
             g_cov, g_old, g_eps = KLCovProjection._active_grads(
-                flat[index], basis, old_chol, lam, nu, t, diag
+                flat[index], basis, old_chol, lam, nu, t
             )
             g_cov_flat[index], g_old_flat[index], g_eps_flat[index] = g_cov, g_old, g_eps
         batch = grad.shape[: grad.ndim - len(event)]
@@ -129,42 +128,61 @@ class KLCovProjection(torch.autograd.Function):
         lam: torch.Tensor,
         nu: torch.Tensor,
         t: torch.Tensor,
-        diag: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Gradients for the active states (all arrays hold only those)."""
+        """Gradients for the active states of full covariances (arrays hold only those)."""
         dt = grad.dtype
         lam, nu, t = lam.to(dt), nu.to(dt), t.to(dt)
         eta1 = (1.0 / t).unsqueeze(-1)  # η + 1
         eta = eta1 - 1.0
         r = 0.5 * (1.0 / nu**2 - 1.0 / nu)
         f_eta = -(r * (1.0 - nu)).sum(-1, keepdim=True) / eta1
-        f_eta = torch.where(f_eta == 0, -1.0, f_eta)  # only at inactive states (diag path)
-        if diag:
-            # basis = old std: V = diag(σ_o), V⁻ᵀ X V⁻¹ = X / σ_o².
-            g_hat = grad * basis * basis
-            c = -(g_hat * (1.0 - nu) / nu**2).sum(-1, keepdim=True) / eta1
-            k = c / f_eta
-            m_hat = (g_hat / nu**2 - k * r) / eta1
-            g_cov = lam * lam * m_hat / (basis * basis)
-            g_old = (eta * m_hat - k * 0.5 * (1.0 - 1.0 / nu)) / (basis * basis)
-            return g_cov, g_old, k.squeeze(-1)
-        else:
-            g_sym = 0.5 * (grad + grad.mT)
-            g_hat = basis.mT.contiguous() @ g_sym @ basis  # V = L_o U
-            g_diag = torch.diagonal(g_hat, dim1=-2, dim2=-1)
-            c = -(g_diag * (1.0 - nu) / nu**2).sum(-1, keepdim=True) / eta1
-            k = c / f_eta
-            eye = torch.diag_embed(torch.ones_like(nu))
-            p_hat = g_hat / (nu.unsqueeze(-1) * nu.unsqueeze(-2))
-            m_hat = (p_hat - (k * r).unsqueeze(-1) * eye) / eta1.unsqueeze(-1)
-            rot = torch.linalg.solve_triangular(old_chol, basis, upper=False)  # U = L_o⁻¹ V
+        g_sym = 0.5 * (grad + grad.mT)
+        g_hat = basis.mT.contiguous() @ g_sym @ basis  # V = L_o U
+        g_diag = torch.diagonal(g_hat, dim1=-2, dim2=-1)
+        c = -(g_diag * (1.0 - nu) / nu**2).sum(-1, keepdim=True) / eta1
+        k = c / f_eta
+        eye = torch.diag_embed(torch.ones_like(nu))
+        p_hat = g_hat / (nu.unsqueeze(-1) * nu.unsqueeze(-2))
+        m_hat = (p_hat - (k * r).unsqueeze(-1) * eye) / eta1.unsqueeze(-1)
+        rot = torch.linalg.solve_triangular(old_chol, basis, upper=False)  # U = L_o⁻¹ V
 
-            def back(x: torch.Tensor) -> torch.Tensor:  # V⁻ᵀ x V⁻¹ = L_o⁻ᵀ U x Uᵀ L_o⁻¹
-                y = rot @ x @ rot.mT.contiguous()
-                y = torch.linalg.solve_triangular(old_chol.mT, y, upper=True)
-                return torch.linalg.solve_triangular(old_chol.mT, y.mT, upper=True).mT
+        def back(x: torch.Tensor) -> torch.Tensor:  # V⁻ᵀ x V⁻¹ = L_o⁻ᵀ U x Uᵀ L_o⁻¹
+            y = rot @ x @ rot.mT.contiguous()
+            y = torch.linalg.solve_triangular(old_chol.mT, y, upper=True)
+            return torch.linalg.solve_triangular(old_chol.mT, y.mT, upper=True).mT
 
-            g_cov = back(lam.unsqueeze(-1) * m_hat * lam.unsqueeze(-2))
-            d_old = eta.unsqueeze(-1) * m_hat - (k * 0.5 * (1.0 - 1.0 / nu)).unsqueeze(-1) * eye
-            g_old = back(d_old)
+        g_cov = back(lam.unsqueeze(-1) * m_hat * lam.unsqueeze(-2))
+        d_old = eta.unsqueeze(-1) * m_hat - (k * 0.5 * (1.0 - 1.0 / nu)).unsqueeze(-1) * eye
+        g_old = back(d_old)
         return B.sym(g_cov), B.sym(g_old), k.squeeze(-1)
+
+
+def _diag_grads(grad: Any, std: Any, lam: Any, nu: Any, t: Any, xp: Any) -> tuple[Any, Any, Any]:
+    """Backward of the diagonal KL covariance projection for every state, in namespace ``xp``.
+
+    The module docstring's formulas with ``V = diag(σ_o)`` (so ``V⁻ᵀ X V⁻¹ = X / σ_o²``), worked
+    in float64; states with ``t = 1`` (inactive) pass ``grad`` through unchanged.
+
+    Args:
+        grad: ``(n, d)`` upstream gradient; std: ``(n, d)`` old standard deviations;
+        lam, nu: ``(n, d)``; t: ``(n,)``.
+
+    Returns:
+        ``(∂L/∂Σ (n, d), ∂L/∂Σ_o (n, d), ∂L/∂ε (n,))``, float64.
+    """
+    f64 = xp.float64
+    grad, var_o = xp.astype(grad, f64), xp.astype(std, f64) ** 2
+    eta1 = 1.0 / t[..., None]  # η + 1
+    active = t < 1.0
+    r = 0.5 * (1.0 / nu**2 - 1.0 / nu)
+    f_eta = -xp.sum(r * (1.0 - nu), axis=-1, keepdims=True) / eta1
+    f_eta = xp.where(active[..., None], f_eta, -1.0)  # 0 where inactive: keep the division finite
+    g_hat = grad * var_o
+    c = -xp.sum(g_hat * (1.0 - nu) / nu**2, axis=-1, keepdims=True) / eta1
+    k = c / f_eta
+    m_hat = (g_hat / nu**2 - k * r) / eta1
+    g_cov = xp.where(active[..., None], lam * lam * m_hat / var_o, grad)
+    g_old = xp.where(
+        active[..., None], ((eta1 - 1.0) * m_hat - k * 0.5 * (1.0 - 1.0 / nu)) / var_o, 0.0
+    )
+    return g_cov, g_old, xp.where(active, k[..., 0], 0.0)
