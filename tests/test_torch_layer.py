@@ -107,6 +107,26 @@ class TestTrustRegionLayer:
         assert float(g[0].abs().max()) > 0
         assert g[2] is None and g[3] is None  # nothing reaches the old policy
 
+    @pytest.mark.parametrize("scaled", [True, False])
+    def test_mean_only_penalty_is_the_divergence_with_equal_covariances(
+        self, measure: str, diag: bool, scaled: bool
+    ) -> None:
+        raw = _inputs(diag)
+        mean = raw[0].clone().requires_grad_()
+        layer = _layer(measure, diag, scaled=scaled)
+        proj = layer(mean, *raw[1:])
+        pen = layer.penalty(proj, mean, None)
+        m2 = raw[0].clone().requires_grad_()
+        c = proj.cov.detach()
+        parts = layer.divergence(proj.mean.detach(), c, m2, c)
+        torch.testing.assert_close(parts.cov, torch.zeros_like(parts.cov), rtol=0, atol=1e-12)
+        ref = parts.total.mean()
+        torch.testing.assert_close(pen, ref, rtol=1e-12, atol=0)
+        (g,) = torch.autograd.grad(pen, mean)
+        (g_ref,) = torch.autograd.grad(ref, m2)
+        torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-15)
+        assert float(pen.detach()) > 0
+
     def test_diagnostics(self, measure: str, diag: bool) -> None:
         mean, cov, old_mean, old_cov = _inputs(diag)
         layer = _layer(measure, diag)

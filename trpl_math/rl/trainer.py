@@ -289,8 +289,7 @@ class Trainer:
             if cfg.contextual_cov:
                 penalty = self.layer.penalty(proj, mean, cov)
             else:  # the covariance is set to its projection after the epochs: mean part only
-                proj_cov = proj.cov.detach()
-                penalty = self.layer.penalty(Gaussian(proj.mean, proj_cov), mean, proj_cov)
+                penalty = self.layer.penalty(proj, mean, None)
             loss = -surrogate + cfg.alpha * penalty
             if cfg.entropy_coef:
                 loss = loss - cfg.entropy_coef * gaussian_entropy(proj.cov, self.diag).mean()

@@ -9,7 +9,9 @@ from typing import Any
 import torch
 
 import trpl_math as tm
+from trpl_math import _backend as B
 from trpl_math._backend import no_validation
+from trpl_math.divergences import maha_chol
 from trpl_math.types import DivergenceParts, Gaussian
 
 MEASURES = ("frob", "w2", "w2_exact", "kl", "kl_joint")
@@ -204,15 +206,40 @@ class TrustRegionLayer(torch.nn.Module):
                 return DivergenceParts(mean_part, cov_part)
             return tm.wasserstein_distance(mean, cov, old_mean, old_cov, scaled=self.scaled, **kw)
 
-    def penalty(self, proj: Gaussian, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    def penalty(
+        self, proj: Gaussian, mean: torch.Tensor, cov: torch.Tensor | None
+    ) -> torch.Tensor:
         """Eq. 12's regression term without α: ``mean_s d(π̃(·|s) detached, π_θ(·|s))``.
 
         The projection is a fixed target; the gradient flows into the network's own output
         (``mean``, ``cov``), pulling it towards the trust region so that rollouts taken without
         the layer respect it.
+
+        ``cov=None`` regresses the mean alone: ``d``'s mean part with the network's covariance
+        taken to be the projected one (what ``d`` is when the two covariances are equal, its
+        covariance part being 0). That is the case of a non-contextual covariance, which is set
+        to its projection after each iteration (Sec. 4.4), and it skips the covariance part's
+        cost. The mean parts: ``½ maha(μ̃, μ; Σ̃)`` (KL), ``maha(μ̃, μ; Σ̃)`` (Frobenius, scaled
+        W2), ``‖μ̃ - μ‖²`` (plain W2).
         """
+        if cov is None:
+            return self._mean_part(proj.mean.detach(), mean, proj.cov.detach()).mean()
         parts = self.divergence(proj.mean.detach(), proj.cov.detach(), mean, cov)
         return parts.total.mean()
+
+    def _mean_part(
+        self, target: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor
+    ) -> torch.Tensor:
+        """The layer measure's mean part between ``N(target, cov)`` and ``N(mean, cov)``."""
+        diff = target - mean
+        if self.measure.startswith("w2") and not self.scaled:
+            return (diff * diff).sum(-1)
+        if self.diag:
+            maha = (diff * diff / cov).sum(-1)
+        else:
+            chol = torch.linalg.cholesky(cov).expand(*diff.shape[:-1], *cov.shape[-2:])
+            maha = maha_chol(diff, chol, B.namespace(diff))
+        return 0.5 * maha if self.measure in ("kl", "kl_joint") else maha
 
     @torch.no_grad()
     def diagnostics(
