@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from toy_env import register
 
-from trpl_math.rl.analysis import load_runs, mean_ci, smooth, table1_windows, table_rows
+from trpl_math.rl.analysis import (
+    Run,
+    format_table,
+    load_runs,
+    mean_ci,
+    smooth,
+    table1_windows,
+    table_rows,
+)
 from trpl_math.rl.cli import main
 from trpl_math.rl.grid import make_jobs
 
@@ -102,6 +111,35 @@ def test_table_statistics(tmp_path):
     assert mean_ci([5.0]) == (5.0, 0.0)
     np.testing.assert_allclose(smooth(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])
     assert load_runs([tmp_path]) == [] and table_rows([]) == []
+
+
+def _fake_run(seed: int, returns: list[float]) -> Run:
+    n = len(returns)
+    cols = {"eval_return": np.array(returns), "global_step": 100.0 * np.arange(1, n + 1)}
+    return Run(Path(f"s{seed}"), "Toy-v0", "kl", seed, cols)
+
+
+def test_table_ci_over_epochs_or_seeds():
+    # 10 iterations, windows of 2: 20% window = iterations 3-4, final = 9-10.
+    a = [0, 0, 1, 3, 0, 0, 0, 0, 10, 12]
+    b = [0, 0, 5, 7, 0, 0, 0, 0, 20, 22]
+    runs = [_fake_run(0, a), _fake_run(1, b)]
+    (pooled,) = table_rows(runs, window=2)
+    (seeds,) = table_rows(runs, window=2, ci_over="seeds")
+    assert pooled["window_20"] == (2, 4) and pooled["seed_means"] == {
+        0: (2.0, 11.0),
+        1: (6.0, 21.0),
+    }
+    # pooled over (seed, epoch): values 1, 3, 5, 7 -> mean 4, t_{.975,3} * s / 2, s = sqrt(20/3)
+    assert pooled["20%"][0] == 4.0
+    assert pooled["20%"][1] == pytest.approx(3.182446 * (20 / 3) ** 0.5 / 2, rel=1e-6)
+    # over seeds: window means 2 and 6 -> mean 4, t_{.975,1} * s / sqrt(2), s = sqrt(8)
+    assert seeds["20%"][0] == 4.0
+    assert seeds["20%"][1] == pytest.approx(12.706205 * 8**0.5 / 2**0.5, rel=1e-6)
+    assert seeds["final"][0] == 16.0
+    assert "over the seeds' window means" in format_table([seeds])
+    with pytest.raises(ValueError, match="ci_over"):
+        table_rows(runs, ci_over="runs")
 
 
 def test_grid_jobs_layout(tmp_path):

@@ -92,18 +92,29 @@ def table1_windows(
     return slice(start, start + window), slice(max(n_iters - window, 0), n_iters)
 
 
+CI_OVER = ("epochs", "seeds")
+
+
 def table_rows(
     runs: list[Run],
     column: str = "eval_return",
     window: int = 20,
     planned_steps: int | None = None,
+    ci_over: str = "epochs",
 ) -> list[dict]:
-    """Table 1 rows: for each (env, method) the mean +- 95% CI of ``column`` over all
-    (seed, epoch) values in the two windows, as in Table 1 (runs truncated to the shortest).
+    """Table 1 rows: for each (env, method) the mean +- 95% CI of ``column`` in the two
+    windows (runs truncated to the shortest).
+
+    ``ci_over="epochs"`` (Table 1's way): the interval over all (seed, epoch) values of a
+    window. ``"seeds"``: over the seeds' window means (n = seeds), which keeps the spread
+    between seeds that pooling epochs hides; the mean is the same. Each row also holds every
+    seed's window means (``seed_means``).
 
     ``planned_steps``: place the 20% window at 20% of this many environment steps (for runs
     stopped before their budget); by default at 20% of the logged iterations.
     """
+    if ci_over not in CI_OVER:
+        raise ValueError(f"ci_over must be one of {CI_OVER}, got {ci_over!r}")
     rows = []
     for (env, _method), group in sorted(group_runs(runs).items()):
         n = min(len(r.columns[column]) for r in group)
@@ -112,9 +123,13 @@ def table_rows(
             per_iter = group[0].columns["global_step"][0]
             planned = int(planned_steps // per_iter)
         w20, wend = table1_windows(n, window, planned)
-        v20 = np.concatenate([r.columns[column][:n][w20] for r in group])
-        vend = np.concatenate([r.columns[column][:n][wend] for r in group])
+        v20 = np.stack([r.columns[column][:n][w20] for r in group])  # (seeds, epochs)
+        vend = np.stack([r.columns[column][:n][wend] for r in group])
         steps = int(group[0].columns["global_step"][n - 1])
+
+        def summary(v: np.ndarray) -> tuple[float, float]:
+            return mean_ci(v.reshape(-1) if ci_over == "epochs" else np.nanmean(v, axis=1))
+
         rows.append(
             {
                 "env": env,
@@ -123,8 +138,13 @@ def table_rows(
                 "iterations": n,
                 "steps": steps,
                 "window_20": (w20.start, w20.stop),
-                "20%": mean_ci(v20),
-                "final": mean_ci(vend),
+                "ci_over": ci_over,
+                "20%": summary(v20),
+                "final": summary(vend),
+                "seed_means": {
+                    r.seed: (float(np.nanmean(a)), float(np.nanmean(b)))
+                    for r, a, b in zip(group, v20, vend, strict=True)
+                },
             }
         )
     return rows
@@ -154,7 +174,11 @@ def format_table(rows: list[dict], fmt: str = "markdown") -> str:
         a, b = rows[0]["window_20"]
         lines.append(
             f"\n20%: iterations {a + 1}-{b} (of the first row); final: the last {b - a} logged; "
-            "mean ± 95% CI (Student t) over all (seed, epoch) values"
+            + (
+                "mean ± 95% CI (Student t) over all (seed, epoch) values"
+                if rows[0]["ci_over"] == "epochs"
+                else "mean ± 95% CI (Student t) over the seeds' window means"
+            )
         )
     return "\n".join(lines)
 

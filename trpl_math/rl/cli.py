@@ -97,7 +97,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs found", file=sys.stderr)
         return 1
-    rows = table_rows(runs, args.column, args.window, args.planned_steps)
+    rows = table_rows(runs, args.column, args.window, args.planned_steps, args.ci)
     text = format_table(rows, args.format)
     print(text)
     if args.out:
@@ -175,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--planned-steps",
         type=int,
         help="place the 20%% window at 20%% of this budget (runs stopped early)",
+    )
+    p.add_argument(
+        "--ci",
+        choices=["epochs", "seeds"],
+        default="epochs",
+        help="interval over all (seed, epoch) values (Table 1) or over the seeds' window means",
     )
     p.add_argument("--out", help="also write the table here")
     p.set_defaults(func=cmd_table)
