@@ -156,3 +156,59 @@ class TestKLProjection(ProjectionCases):
         parts = tm.kl_divergence(*out, *old)
         assert_close(parts.mean, asarray(xp, [1e-8]), rtol=LAND_RTOL_F64)
         assert_close(parts.cov, asarray(xp, [1e-8]), rtol=LAND_RTOL_F64)
+
+
+class _OldNumpy:
+    """NumPy as 1.26 spells it: without the array-API additions of 2.x."""
+
+    MISSING = frozenset(
+        {"astype", "bool", "concat", "permute_dims", "matrix_transpose", "vecdot", "pow", "isdtype"}
+    )
+
+    def __getattr__(self, name: str):
+        if name in self.MISSING:
+            raise AttributeError(f"numpy 1.26 has no {name}")
+        return getattr(np, name)
+
+
+@pytest.mark.parametrize("diag", [True, False])
+@pytest.mark.parametrize("joint", [False, True])
+def test_host_solve_needs_only_numpy_1_26(monkeypatch, diag: bool, joint: bool) -> None:
+    """The Newton solves and the diagonal backward run on plain NumPy for CPU tensors; they must
+    not use what only NumPy 2 has (the project allows numpy>=1.26)."""
+    from trpl_math import _backend as B
+
+    rng = np.random.default_rng(3)
+    d = 3
+    old_mean, mean = rng.normal(size=(5, d)), rng.normal(size=(5, d))
+    if diag:
+        old_cov, cov = rng.uniform(0.5, 2.0, (5, d)), rng.uniform(0.2, 4.0, (5, d))
+    else:
+        a, b = rng.normal(size=(2, 5, d, d))
+        old_cov, cov = (
+            a @ a.transpose(0, 2, 1) + np.eye(d),
+            b @ b.transpose(0, 2, 1) + 0.5 * np.eye(d),
+        )
+
+    def run() -> list[np.ndarray]:
+        args = [torch.tensor(x, requires_grad=True) for x in (mean, cov, old_mean, old_cov)]
+        if joint:
+            proj = tm.kl_joint_projection(*args, eps=0.05, diag=diag)
+        else:
+            proj = tm.kl_projection(*args, eps_mean=0.05, eps_cov=0.01, diag=diag)
+        (proj.mean.square().sum() + proj.cov.square().sum()).backward()
+        return [proj.mean.detach().numpy(), proj.cov.detach().numpy()] + [
+            x.grad.numpy() for x in args
+        ]
+
+    want = run()
+    real = B.to_host
+
+    def old_host(xp, *arrays):
+        hx, out = real(xp, *arrays)
+        return (_OldNumpy() if hx is np else hx), out
+
+    monkeypatch.setattr(B, "to_host", old_host)
+    got = run()
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)

@@ -145,7 +145,8 @@ def to_host(xp: ModuleType, *arrays: Array) -> tuple[ModuleType, list[Array]]:
     CPU torch tensors become NumPy views and the namespace is plain ``numpy`` (its per-operation
     overhead is a fraction of torch's, and of the ``array_api_compat`` wrappers', which dominates
     the O(d) Newton iterations on small batches); anything else stays as it is. Code run on the
-    host namespace uses only functions that plain NumPy and the array API spell alike.
+    host namespace uses only functions that plain NumPy (from 1.26 on) and the array API spell
+    alike: no ``astype`` or ``bool`` attributes, say (``asarray(x, dtype=...)`` instead).
     """
     if is_torch(xp) and all(a.device.type == "cpu" for a in arrays):
         return np, [a.detach().numpy() for a in arrays]

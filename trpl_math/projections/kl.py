@@ -153,7 +153,7 @@ def kl_cov_eigen_projection(
     lam = 1.0 / _f64(ratio, xp)
     eps_a, kl_a = _f64(take(eps), xp), _f64(take(kl_now), xp)
     hx, (lam_h, eps_h, kl_h) = B.to_host(xp, lam, eps_a, kl_a)
-    ones = hx.ones(eps_h.shape, dtype=hx.bool)
+    ones = hx.full(eps_h.shape, True)
     t = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, ones, hx, kl_h)
     t = B.from_host(t, xp, lam)
     nu = 1.0 + t[..., None] * (lam - 1.0)
@@ -173,7 +173,7 @@ def _diag_projection(
     tensors, whose per-operation overhead is what a small batch pays for).
     """
     hx, (var_h, old_h, eps_h) = B.to_host(xp, var, old_var, eps)
-    var_h, old_h, eps_h = (hx.astype(x, hx.float64) for x in (var_h, old_h, eps_h))
+    var_h, old_h, eps_h = (hx.asarray(x, dtype=hx.float64) for x in (var_h, old_h, eps_h))
     kl_h = kl_cov_diag(var_h, old_h, hx)
     act_h = kl_h > eps_h
     lam_h = old_h / var_h

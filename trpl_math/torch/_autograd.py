@@ -171,7 +171,7 @@ def _diag_grads(grad: Any, std: Any, lam: Any, nu: Any, t: Any, xp: Any) -> tupl
         ``(∂L/∂Σ (n, d), ∂L/∂Σ_o (n, d), ∂L/∂ε (n,))``, float64.
     """
     f64 = xp.float64
-    grad, var_o = xp.astype(grad, f64), xp.astype(std, f64) ** 2
+    grad, var_o = xp.asarray(grad, dtype=f64), xp.asarray(std, dtype=f64) ** 2
     eta1 = 1.0 / t[..., None]  # η + 1
     active = t < 1.0
     r = 0.5 * (1.0 / nu**2 - 1.0 / nu)
