@@ -131,6 +131,24 @@ def test_resume_is_identical_on_mujoco(tmp_path):
     assert len(read_rows(tmp_path / "full")) == 4
 
 
+def test_evaluation_reuses_its_environments_without_changing_results():
+    """Reseeding a reused MuJoCo env gives the episodes a freshly built one gives."""
+    cfg = load_config(method="kl", env_id="Hopper-v5", overrides={"seed": 2})
+    trainer = Trainer(cfg)
+    first = trainer.evaluate(3, seed_stream=7)
+    envs = list(trainer._eval_envs)
+    other = trainer.evaluate(3, seed_stream=8)  # the same envs, run on other seeds in between
+    again = trainer.evaluate(3, seed_stream=7)
+    assert trainer._eval_envs == envs and again == first and other != first
+    trainer._close_eval_envs()
+    assert trainer.evaluate(3, seed_stream=7) == first  # freshly built envs
+    # a new count rebuilds them (equal up to the rounding of a batch-of-2 forward pass)
+    assert trainer.evaluate(2, seed_stream=7) == pytest.approx(first[:2], rel=1e-8)
+    assert len(trainer._eval_envs) == 2
+    trainer.close()
+    assert trainer._eval_envs == []
+
+
 def test_same_seed_same_run_other_seed_other_run():
     def first_row(seed):
         return Trainer(toy_config("w2", seed=seed)).iterate()

@@ -139,6 +139,7 @@ class Trainer:
         self.recent_lengths: collections.deque[int] = collections.deque(maxlen=10)
         self.iteration = 0
         self.global_step = 0
+        self._eval_envs: list[Any] = []
 
     # ------------------------------------------------------------------ rollout
     def _policy_dist(self, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -437,9 +438,14 @@ class Trainer:
     def evaluate(self, episodes: int, seed_stream: int) -> list[float]:
         """Returns of ``episodes`` deterministic episodes (action = mean), run side by side.
 
-        Seeds come from ``(cfg.seed, seed_stream)``, so evaluation needs no saved state.
+        Seeds come from ``(cfg.seed, seed_stream)``, so evaluation needs no saved state. The
+        environments are built once and reseeded by ``reset(seed=...)`` every time (building a
+        MuJoCo model costs ~10 ms, as much as a few hundred steps).
         """
-        envs = [make_env(self.cfg.env_id) for _ in range(episodes)]
+        if len(self._eval_envs) != episodes:
+            self._close_eval_envs()
+            self._eval_envs = [make_env(self.cfg.env_id) for _ in range(episodes)]
+        envs = self._eval_envs
         seeds = env_seeds(self.cfg.seed, seed_stream, episodes)
         obs = np.stack(
             [np.asarray(e.reset(seed=s)[0], np.float64) for e, s in zip(envs, seeds, strict=True)]
@@ -456,9 +462,12 @@ class Trainer:
                 obs[i] = o
                 if te or tr:
                     active[i] = False
-        for e in envs:
-            e.close()
         return returns.tolist()
+
+    def _close_eval_envs(self) -> None:
+        for e in self._eval_envs:
+            e.close()
+        self._eval_envs = []
 
     # ------------------------------------------------------------------ one iteration
     def iterate(self) -> dict[str, float]:
@@ -572,3 +581,4 @@ class Trainer:
     def close(self) -> None:
         """Close the environments."""
         self.envs.close()
+        self._close_eval_envs()
