@@ -67,6 +67,26 @@ def test_running_mean_std_matches_numpy():
     np.testing.assert_allclose(rms.var, data.var(0), rtol=1e-5)
 
 
+def test_running_mean_std_single_samples():
+    rng = np.random.default_rng(1)
+    data = rng.normal(-1.0, 5.0, size=(500, 3))
+    rms = RunningMeanStd((3,))
+    for row in data:
+        rms.update(row[None])
+    # the prior (mean 0, var 1, count 1e-4) shifts both by ~1e-4 / 500 relative
+    np.testing.assert_allclose(rms.mean, data.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(rms.var, data.var(0), rtol=1e-5)
+    # bitwise the general batch formula with a batch of one (mean = the sample, var = 0)
+    ref = RunningMeanStd((3,))
+    for row in data:
+        b = row[None]
+        delta, total = b.mean(0) - ref.mean, ref.count + 1
+        ref.mean = ref.mean + delta * 1 / total
+        m2 = ref.var * ref.count + b.var(0) * 1 + delta * delta * ref.count * 1 / total
+        ref.var, ref.count = m2 / total, total
+    assert np.array_equal(rms.mean, ref.mean) and np.array_equal(rms.var, ref.var)
+
+
 def test_obs_normalizer_clips_and_reward_scaler_uses_return_std():
     norm = ObsNormalizer((1,), clip=2.0)
     norm.rms.mean, norm.rms.var = np.array([1.0]), np.array([4.0])

@@ -22,9 +22,11 @@ class RunningMeanStd:
     def update(self, batch: np.ndarray) -> None:
         """Fold in ``batch`` of shape ``(n, *shape)``."""
         batch = np.asarray(batch, np.float64)
-        b_mean = batch.mean(axis=0)
-        b_var = batch.var(axis=0)
         n = batch.shape[0]
+        if n == 1:  # one environment: the same values without mean/var's reduction machinery
+            b_mean, b_var = batch[0], 0.0
+        else:
+            b_mean, b_var = batch.mean(axis=0), batch.var(axis=0)
         delta = b_mean - self.mean
         total = self.count + n
         self.mean = self.mean + delta * n / total
