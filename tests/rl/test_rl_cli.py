@@ -12,6 +12,8 @@ from toy_env import register
 
 from trpl_math.rl.analysis import (
     Run,
+    diagnostics_rows,
+    format_diagnostics,
     format_table,
     load_runs,
     mean_ci,
@@ -142,6 +144,32 @@ def test_table_ci_over_epochs_or_seeds():
         table_rows(runs, ci_over="runs")
 
 
+def test_diagnostics_rows_reduce_over_iterations_and_seeds():
+    def run(seed, kl, ent):
+        r = _fake_run(seed, [0.0, 0.0, 0.0])
+        cols = {
+            "kl_mean": np.array(kl),
+            "kl_max": 2 * np.array(kl),
+            "proj_kl_max": np.array(kl) / 2,
+            "mean_part_max": np.array([0.01, 0.03, 0.02]),
+            "cov_part_max": np.array([1e-4, 1e-3, np.nan]),
+            "maha_max": np.array([0.1, 0.2, 0.3]) * (seed + 1),
+            "entropy": np.array(ent),
+        }
+        r.columns.update(cols)
+        return r
+
+    runs = [run(0, [0.01, 0.02, 0.03], [4.0, 3.0, 2.0]), run(1, [0.05, 0.0, 0.01], [4.0, 3.5, 3.0])]
+    (row,) = diagnostics_rows(runs)
+    assert row["seeds"] == 2 and row["kl_mean"] == pytest.approx(0.12 / 6)
+    assert row["kl_max"] == 0.1 and row["proj_kl_max"] == 0.025
+    assert row["mean_part_max"] == 0.03 and row["cov_part_max"] == 1e-3  # nan ignored
+    assert row["maha_max"] == pytest.approx(0.6)
+    assert row["entropy_first"] == 4.0 and row["entropy_last"] == 2.5
+    text = format_diagnostics([row])
+    assert "| Toy-v0 | KL | 2 | 0.02 | 0.1 | 0.025 |" in text
+
+
 def test_grid_jobs_layout(tmp_path):
     jobs = make_jobs(tmp_path, ["Hopper-v5"], ["kl", "ppo", "w2_e"], [0, 1], {"total_steps": 5})
     assert len(jobs) == 6
@@ -159,7 +187,7 @@ def test_module_entry_point_help():
         check=False,
     )
     assert res.returncode == 0
-    for cmd in ("train", "evaluate", "plot", "table", "grid"):
+    for cmd in ("train", "evaluate", "plot", "table", "diagnostics", "grid"):
         assert cmd in res.stdout
 
 

@@ -183,6 +183,51 @@ def format_table(rows: list[dict], fmt: str = "markdown") -> str:
     return "\n".join(lines)
 
 
+#: ``(row key, logged column, reduction over all iterations of all runs of a group)``.
+DIAGNOSTICS: tuple[tuple[str, str, str], ...] = (
+    ("kl_mean", "kl_mean", "mean"),
+    ("kl_max", "kl_max", "max"),
+    ("proj_kl_max", "proj_kl_max", "max"),
+    ("mean_part_max", "mean_part_max", "max"),
+    ("cov_part_max", "cov_part_max", "max"),
+    ("maha_max", "maha_max", "max"),
+    ("entropy_first", "entropy", "first"),
+    ("entropy_last", "entropy", "last"),
+)
+
+
+def diagnostics_rows(runs: list[Run]) -> list[dict]:
+    """Trust-region behaviour per (env, method) over every logged iteration of every seed
+    (Fig. 2 of the paper in numbers): the mean and the worst per-state KL between successive
+    policies (``kl_*``: the network that acts next; ``proj_kl_max``: the projection), the worst
+    constraint parts, the worst Mahalanobis distance of the unprojected mean, and the mean
+    entropy at the first and the last iteration (averaged over seeds)."""
+    rows = []
+    for (env, _method), group in sorted(group_runs(runs).items()):
+        row: dict = {"env": env, "method": group[0].label, "seeds": len(group)}
+        for key, col, how in DIAGNOSTICS:
+            if how in ("first", "last"):
+                row[key] = float(
+                    np.mean([r.columns[col][0 if how == "first" else -1] for r in group])
+                )
+            else:
+                allv = np.concatenate([r.columns[col] for r in group])
+                row[key] = float(np.nanmax(allv) if how == "max" else np.nanmean(allv))
+        rows.append(row)
+    return rows
+
+
+def format_diagnostics(rows: list[dict]) -> str:
+    """Render :func:`diagnostics_rows` as a Markdown table."""
+    head = ["env", "method", "seeds", *(k for k, _, _ in DIAGNOSTICS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["env"], r["method"], str(r["seeds"])]
+        cells += [f"{r[k]:.3g}" for k, _, _ in DIAGNOSTICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing moving average over ``window`` iterations (shorter at the start)."""
     if window < 1:

@@ -1,4 +1,4 @@
-"""Command line: ``trpl train|evaluate|plot|table|grid`` (or ``python -m trpl_math.rl``)."""
+"""Command line: ``trpl train|evaluate|plot|table|diagnostics|grid`` (``python -m trpl_math.rl``)."""
 
 from __future__ import annotations
 
@@ -105,6 +105,20 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnostics(args: argparse.Namespace) -> int:
+    from trpl_math.rl.analysis import diagnostics_rows, format_diagnostics, load_runs
+
+    runs = load_runs(args.runs)
+    if not runs:
+        print("no runs found", file=sys.stderr)
+        return 1
+    text = format_diagnostics(diagnostics_rows(runs))
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
     from trpl_math.rl.config import parse_overrides
     from trpl_math.rl.grid import make_jobs, run_grid
@@ -184,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="also write the table here")
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser(
+        "diagnostics", help="trust-region behaviour per method: KL, constraint parts, entropy"
+    )
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", help="also write the table here")
+    p.set_defaults(func=cmd_diagnostics)
 
     p = sub.add_parser("grid", help="seeds x methods x tasks in parallel processes")
     p.add_argument("--envs", nargs="+", default=["Hopper-v5"])
