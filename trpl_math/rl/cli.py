@@ -1,4 +1,4 @@
-"""Command line: ``trpl train|evaluate|plot|table|diagnostics|grid`` (``python -m trpl_math.rl``)."""
+"""Command line: ``trpl train|evaluate|plot|table|diagnostics|grid``; ``python -m trpl_math.rl``."""
 
 from __future__ import annotations
 
