@@ -263,12 +263,21 @@ class Trainer:
         perm = self.np_rng.permutation(n)
         return [perm[i : i + size] for i in range(0, n - size + 1, size)] or [perm]
 
+    def _shuffled_batches(
+        self, tensors: tuple[torch.Tensor, ...], size: int
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """One epoch of minibatches of ``tensors`` (all ``(n, ...)``): the rows of one
+        permutation (the one :meth:`_minibatches` draws), gathered once, then cut in slices."""
+        n = len(tensors[0])
+        perm = self.np_rng.permutation(n)
+        size = min(size, n)  # fewer rows than a minibatch: one minibatch of all of them
+        starts = range(0, n - size + 1, size)
+        shuffled = [t[torch.from_numpy(perm[: starts[-1] + size])] for t in tensors]
+        return [tuple(t[i : i + size] for t in shuffled) for i in starts]
+
     def _clip_grad(self, module: torch.nn.Module) -> None:
         if self.cfg.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.max_grad_norm)
-
-    def _old_cov_for(self, old_cov: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-        return old_cov if old_cov.shape[0] == 1 else old_cov[idx]
 
     def policy_loss(
         self,
@@ -314,16 +323,11 @@ class Trainer:
             old_mean, old_cov = self.policy(obs)
             old_logp = gaussian_log_prob(actions, old_mean, old_cov, self.diag)
         stats: dict[str, list[float]] = collections.defaultdict(list)
+        contextual_old = old_cov.shape[0] != 1
+        data = (obs, actions, adv, old_mean, old_logp) + ((old_cov,) if contextual_old else ())
         for _ in range(cfg.epochs):
-            for idx in self._minibatches(len(obs), cfg.minibatch_size):
-                loss, info = self.policy_loss(
-                    obs[idx],
-                    actions[idx],
-                    adv[idx],
-                    old_mean[idx],
-                    self._old_cov_for(old_cov, idx),
-                    old_logp[idx],
-                )
+            for mb in self._shuffled_batches(data, cfg.minibatch_size):
+                loss, info = self.policy_loss(*mb[:4], mb[5] if contextual_old else old_cov, mb[4])
                 self.pi_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self._clip_grad(self.policy)
@@ -372,14 +376,12 @@ class Trainer:
         losses = []
         size = cfg.vf_minibatch_size or cfg.minibatch_size
         for _ in range(cfg.vf_epochs):
-            for idx in self._minibatches(len(obs), size):
-                v = self.vf(obs[idx])
-                err = (v - returns[idx]) ** 2
+            for mb_obs, mb_ret, mb_old in self._shuffled_batches((obs, returns, old_values), size):
+                v = self.vf(mb_obs)
+                err = (v - mb_ret) ** 2
                 if cfg.vf_clip is not None:
-                    v_clip = old_values[idx] + torch.clamp(
-                        v - old_values[idx], -cfg.vf_clip, cfg.vf_clip
-                    )
-                    err = torch.maximum(err, (v_clip - returns[idx]) ** 2)
+                    v_clip = mb_old + torch.clamp(v - mb_old, -cfg.vf_clip, cfg.vf_clip)
+                    err = torch.maximum(err, (v_clip - mb_ret) ** 2)
                 loss = err.mean()
                 self.vf_opt.zero_grad(set_to_none=True)
                 loss.backward()
