@@ -140,6 +140,8 @@ def test_table_ci_over_epochs_or_seeds():
     assert seeds["20%"][1] == pytest.approx(12.706205 * 8**0.5 / 2**0.5, rel=1e-6)
     assert seeds["final"][0] == 16.0
     assert "over the seeds' window means" in format_table([seeds])
+    assert "| Toy-v0 | KL | 2 | 1000 | 4 ± 25 | 16 ± 64 | 11 / 21 |" in format_table([seeds])
+    assert "per seed" not in format_table([pooled])
     with pytest.raises(ValueError, match="ci_over"):
         table_rows(runs, ci_over="runs")
 

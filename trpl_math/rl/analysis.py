@@ -164,12 +164,19 @@ def format_table(rows: list[dict], fmt: str = "markdown") -> str:
                 f"{r['20%'][0]:.1f},{r['20%'][1]:.1f},{r['final'][0]:.1f},{r['final'][1]:.1f}"
             )
         return "\n".join(lines)
-    lines = ["| env | method | seeds | steps | 20% | final |", "|---|---|---|---|---|---|"]
+    per_seed = bool(rows) and rows[0]["ci_over"] == "seeds"
+    head = "| env | method | seeds | steps | 20% | final |"
+    lines = [head + " final per seed |" if per_seed else head]
+    lines.append("|---|---|---|---|---|---|" + ("---|" if per_seed else ""))
     for r in rows:
-        lines.append(
+        line = (
             f"| {r['env']} | {r['method']} | {r['seeds']} | {r['steps']} | "
             f"{cell(r['20%'])} | {cell(r['final'])} |"
         )
+        if per_seed:
+            line += " " + " / ".join(f"{v[1]:.0f}" for _, v in sorted(r["seed_means"].items()))
+            line += " |"
+        lines.append(line)
     if rows:
         a, b = rows[0]["window_20"]
         lines.append(
