@@ -1,0 +1,64 @@
+"""docs/results/: the committed tables and the numbers quoted in results.md are what the
+committed run logs give (the logs are copies of each run's progress.csv and config.yaml)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trpl_math.rl.analysis import diagnostics_rows, load_runs, table_rows
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+#: (folder under docs/results/runs, table stem, planned steps of the 20% window, iterations run)
+TASKS = [("hopper", "hopper", 1_000_000, 488), ("halfcheetah", "halfcheetah", 1_000_000, None)]
+
+
+def _csv(stem: str) -> dict[str, dict[str, str]]:
+    with (RESULTS / f"{stem}_table.csv").open(newline="") as f:
+        return {r["method"]: r for r in csv.DictReader(f)}
+
+
+@pytest.mark.parametrize(("folder", "stem", "planned", "iters"), TASKS)
+def test_tables_are_what_the_logs_give(folder, stem, planned, iters):
+    runs = load_runs([RESULTS / "runs" / folder])
+    assert runs, f"no run logs under docs/results/runs/{folder}"
+    if iters is not None:  # the full budget was run
+        assert all(len(r.columns["iteration"]) == iters for r in runs)
+    table = _csv(stem)
+    rows = table_rows(runs, planned_steps=planned)
+    assert {r["method"] for r in rows} == set(table)
+    for r in rows:
+        want = table[r["method"]]
+        assert int(want["seeds"]) == r["seeds"] and int(want["steps"]) == r["steps"]
+        for key, col in (("20%", "20"), ("final", "final")):
+            assert float(want[f"mean_{col}"]) == pytest.approx(r[key][0], abs=0.051)
+            assert float(want[f"ci_{col}"]) == pytest.approx(r[key][1], abs=0.051)
+
+
+@pytest.mark.parametrize(("folder", "stem", "planned", "iters"), TASKS)
+def test_results_page_quotes_the_tables(folder, stem, planned, iters):
+    page = (RESULTS.parent / "results.md").read_text()
+    rows = [
+        line.split(" | ")
+        for line in (RESULTS / f"{stem}_table.md").read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| env")
+    ]
+    assert len(rows) == len(_csv(stem))
+    for cells in rows:  # | env | method | seeds | steps | 20% | final |
+        method, c20, cfinal = cells[1], cells[4], cells[5].rstrip(" |")
+        line = rf"\| {method} \(ours, v5\) \| {re.escape(c20)} \| {re.escape(cfinal)} \|"
+        assert re.search(line, page), (stem, method, c20, cfinal)
+
+
+def test_projected_policies_stayed_in_their_trust_region():
+    rows = diagnostics_rows(load_runs([RESULTS / "runs" / "hopper"]))
+    for r in rows:
+        if r["method"] == "PPO":
+            continue
+        assert r["mean_part_max"] <= 0.03 * (1 + 1e-4)
+        assert r["cov_part_max"] <= 0.001 * (1 + 1e-4)
+        assert np.isfinite(r["kl_max"])
