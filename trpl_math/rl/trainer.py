@@ -259,15 +259,11 @@ class Trainer:
         return adv, ret, values
 
     # ------------------------------------------------------------------ policy update
-    def _minibatches(self, n: int, size: int) -> list[np.ndarray]:
-        perm = self.np_rng.permutation(n)
-        return [perm[i : i + size] for i in range(0, n - size + 1, size)] or [perm]
-
     def _shuffled_batches(
         self, tensors: tuple[torch.Tensor, ...], size: int
     ) -> list[tuple[torch.Tensor, ...]]:
-        """One epoch of minibatches of ``tensors`` (all ``(n, ...)``): the rows of one
-        permutation (the one :meth:`_minibatches` draws), gathered once, then cut in slices."""
+        """One epoch of minibatches of ``tensors`` (all ``(n, ...)``): the rows of one random
+        permutation, gathered once, then cut in slices of ``size`` (a remainder is dropped)."""
         n = len(tensors[0])
         perm = self.np_rng.permutation(n)
         size = min(size, n)  # fewer rows than a minibatch: one minibatch of all of them
@@ -348,13 +344,14 @@ class Trainer:
             with torch.no_grad():
                 mean, cov = self.policy(obs)
                 target = self.layer(mean, cov, old_mean, old_cov, step=self.iteration)
+            per_state = target.cov.shape[0] != 1
+            data = (obs, target.mean) + ((target.cov,) if per_state else ())
             for _ in range(cfg.regression_steps):
-                for idx in self._minibatches(len(obs), cfg.minibatch_size):
-                    mean, cov = self.policy(obs[idx])
-                    t_cov = target.cov if target.cov.shape[0] == 1 else target.cov[idx]
-                    if not cfg.contextual_cov:
-                        cov = t_cov
-                    loss = self.layer.penalty(Gaussian(target.mean[idx], t_cov), mean, cov)
+                for mb in self._shuffled_batches(data, cfg.minibatch_size):
+                    mean, cov = self.policy(mb[0])
+                    goal = Gaussian(mb[1], mb[2] if per_state else target.cov)
+                    # a non-contextual covariance is set to its projection below: mean part only
+                    loss = self.layer.penalty(goal, mean, cov if cfg.contextual_cov else None)
                     self.reg_opt.zero_grad(set_to_none=True)
                     loss.backward()
                     self._clip_grad(self.policy)
