@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from trpl_math.rl.config import METHODS
@@ -78,12 +79,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_plot(args: argparse.Namespace) -> int:
-    from trpl_math.rl.analysis import load_runs, plot_curves
+def _load_runs(paths: list[str]) -> list | None:
+    """The run folders under ``paths``, or None (said on stderr) when there are none."""
+    from trpl_math.rl.analysis import load_runs
 
-    runs = load_runs(args.runs)
+    runs = load_runs(paths)
     if not runs:
         print("no runs found", file=sys.stderr)
+        return None
+    return runs
+
+
+def _report(args: argparse.Namespace, render: Callable[[list], str]) -> int:
+    """Print ``render(runs)`` for the runs under ``args.runs``; also write it to ``args.out``."""
+    runs = _load_runs(args.runs)
+    if runs is None:
+        return 1
+    text = render(runs)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from trpl_math.rl.analysis import plot_curves
+
+    runs = _load_runs(args.runs)
+    if runs is None:
         return 1
     path = plot_curves(runs, args.out, args.column, args.smooth)
     print(f"wrote {path} from {len(runs)} runs")
@@ -91,32 +114,20 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from trpl_math.rl.analysis import format_table, load_runs, table_rows
+    from trpl_math.rl.analysis import format_table, table_rows
 
-    runs = load_runs(args.runs)
-    if not runs:
-        print("no runs found", file=sys.stderr)
-        return 1
-    rows = table_rows(runs, args.column, args.window, args.planned_steps, args.ci)
-    text = format_table(rows, args.format)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return _report(
+        args,
+        lambda runs: format_table(
+            table_rows(runs, args.column, args.window, args.planned_steps, args.ci), args.format
+        ),
+    )
 
 
 def cmd_diagnostics(args: argparse.Namespace) -> int:
-    from trpl_math.rl.analysis import diagnostics_rows, format_diagnostics, load_runs
+    from trpl_math.rl.analysis import diagnostics_rows, format_diagnostics
 
-    runs = load_runs(args.runs)
-    if not runs:
-        print("no runs found", file=sys.stderr)
-        return 1
-    text = format_diagnostics(diagnostics_rows(runs))
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return _report(args, lambda runs: format_diagnostics(diagnostics_rows(runs)))
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
