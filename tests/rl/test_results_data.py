@@ -13,8 +13,9 @@ import pytest
 from trpl_math.rl.analysis import diagnostics_rows, load_runs, table_rows
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
-#: (folder under docs/results/runs, table stem, planned steps of the 20% window, iterations run)
-TASKS = [("hopper", "hopper", 1_000_000, 488), ("halfcheetah", "halfcheetah", 1_000_000, None)]
+#: (folder under docs/results/runs and table stem, planned steps of the 20% window, iterations
+#: every run must have or None where the grid was stopped early)
+TASKS = [("hopper", 1_000_000, 488), ("halfcheetah", 1_000_000, None)]
 
 
 def _csv(stem: str) -> dict[str, dict[str, str]]:
@@ -22,10 +23,10 @@ def _csv(stem: str) -> dict[str, dict[str, str]]:
         return {r["method"]: r for r in csv.DictReader(f)}
 
 
-@pytest.mark.parametrize(("folder", "stem", "planned", "iters"), TASKS)
-def test_tables_are_what_the_logs_give(folder, stem, planned, iters):
-    runs = load_runs([RESULTS / "runs" / folder])
-    assert runs, f"no run logs under docs/results/runs/{folder}"
+@pytest.mark.parametrize(("stem", "planned", "iters"), TASKS)
+def test_tables_are_what_the_logs_give(stem, planned, iters):
+    runs = load_runs([RESULTS / "runs" / stem])
+    assert runs, f"no run logs under docs/results/runs/{stem}"
     if iters is not None:  # the full budget was run
         assert all(len(r.columns["iteration"]) == iters for r in runs)
     table = _csv(stem)
@@ -39,8 +40,8 @@ def test_tables_are_what_the_logs_give(folder, stem, planned, iters):
             assert float(want[f"ci_{col}"]) == pytest.approx(r[key][1], abs=0.051)
 
 
-@pytest.mark.parametrize(("folder", "stem", "planned", "iters"), TASKS)
-def test_results_page_quotes_the_tables(folder, stem, planned, iters):
+@pytest.mark.parametrize("stem", [t[0] for t in TASKS])
+def test_results_page_quotes_the_tables(stem):
     page = (RESULTS.parent / "results.md").read_text()
     rows = [
         line.split(" | ")
