@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from trpl_math.rl.networks import GaussianPolicy, ValueNet, gaussian_entropy, gaussian_log_prob
 from trpl_math.rl.normalization import ObsNormalizer, RewardScaler, RunningMeanStd
@@ -98,3 +99,59 @@ def test_obs_normalizer_clips_and_reward_scaler_uses_return_std():
     np.testing.assert_allclose(out, [expected])
     sc(np.array([1.0]), np.array([True]))
     assert sc.ret[0] == 0.0  # reset at the episode end
+
+
+def _linears(module: torch.nn.Module) -> list[tuple[int, int]]:
+    return [
+        (m.in_features, m.out_features) for m in module.modules() if isinstance(m, torch.nn.Linear)
+    ]
+
+
+def _n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# The paper's Hopper setting: obs 11, act 3, two hidden layers of 64 (Table 2). By hand:
+# Linear(11, 64) = 11*64 + 64 = 768, Linear(64, 64) = 64*64 + 64 = 4160, mean head
+# Linear(64, 3) = 64*3 + 3 = 195; value head Linear(64, 1) = 65.
+@pytest.mark.parametrize(
+    ("cov_type", "contextual", "cov_linears", "cov_params"),
+    [
+        ("diag", False, [], 3),  # one free parameter per action dimension
+        ("diag", True, [(64, 3)], 64 * 3 + 3),  # a linear head on the last hidden layer
+        ("full", False, [], 6),  # 3 diagonal + 3 strictly lower entries of the Cholesky factor
+        ("full", True, [(64, 6)], 64 * 6 + 6),
+    ],
+)
+def test_policy_architecture_is_the_papers(cov_type, contextual, cov_linears, cov_params):
+    """Two hidden layers, each Linear + tanh, then the heads: a third hidden layer (the bug of
+    every result before docs/results.md's re-run) adds a Linear(64, 64) and fails here."""
+    pi = GaussianPolicy(11, 3, [64, 64], cov_type=cov_type, contextual=contextual)
+    assert _linears(pi.body) == [(11, 64), (64, 64)]
+    assert [type(m) for m in pi.body] == [nn.Linear, nn.Tanh, nn.Linear, nn.Tanh]
+    assert _linears(pi.mean_head) == [(64, 3)]
+    assert _linears(pi) == [(11, 64), (64, 64), (64, 3), *cov_linears]
+    assert _n_params(pi) == 768 + 4160 + 195 + cov_params
+    # the mean is tanh(tanh(obs W1 + b1) W2 + b2) W3 + b3, computed here by hand
+    obs = torch.randn(5, 11)
+    lin = [m for m in pi.modules() if isinstance(m, nn.Linear)]
+    h = torch.tanh(torch.tanh(obs @ lin[0].weight.T + lin[0].bias) @ lin[1].weight.T + lin[1].bias)
+    torch.testing.assert_close(pi(obs)[0], h @ lin[2].weight.T + lin[2].bias)
+
+
+def test_value_architecture_is_the_papers():
+    vf = ValueNet(11, [64, 64])
+    assert _linears(vf) == [(11, 64), (64, 64), (64, 1)]
+    assert _n_params(vf) == 768 + 4160 + 65
+    assert [type(m) for m in vf.net] == [nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear]
+
+
+def test_trainer_builds_the_papers_hopper_networks():
+    from trpl_math.rl.config import load_config
+    from trpl_math.rl.trainer import Trainer
+
+    for method in ("kl", "ppo"):
+        tr = Trainer(load_config(method=method, env_id="Hopper-v5"))
+        assert _n_params(tr.policy) == 768 + 4160 + 195 + 3
+        assert _n_params(tr.vf) == 768 + 4160 + 65
+        tr.close()

@@ -46,6 +46,11 @@ class TrainConfig:
     """Discount factor."""
     gae_lambda: float = 0.95
     """GAE lambda."""
+    clip_actions: bool = True
+    """Clip the sampled action to the action bounds before the environment step. ``False``
+    sends it unclipped, as the authors' released code does (MuJoCo clamps the control, and the
+    control cost is then charged on the raw action). Either way the sampled action is what the
+    log-density is evaluated at."""
     bootstrap_truncation: bool = True
     """Bootstrap time-limit cuts from the value of the final observation. Set False where the
     cut is the task's true end (ReacherSparse: the step count is observed and no reward follows
@@ -86,8 +91,9 @@ class TrainConfig:
     """Clip the global gradient norm of each network (PPO code-level setting); ``None``: off."""
     lr_decay: bool = False
     """Linearly decay both learning rates to 0 over training (PPO code-level setting)."""
-    norm_advantages: bool = True
-    """Standardise advantages over the iteration's batch."""
+    advantage_norm: str = "batch"
+    """Standardise advantages: ``batch`` (over the iteration's batch, the paper's PPO setting),
+    ``minibatch`` (within each minibatch, as the authors' released code does) or ``none``."""
     entropy_coef: float = 0.0
     """Entropy bonus weight ("entropy loss penalty", 0 in the paper)."""
 
@@ -166,6 +172,11 @@ class TrainConfig:
             raise ValueError(f"cov_type must be 'diag' or 'full', got {self.cov_type!r}")
         if self.activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
+        if self.advantage_norm not in ("batch", "minibatch", "none"):
+            raise ValueError(
+                "advantage_norm must be 'batch', 'minibatch' or 'none', "
+                f"got {self.advantage_norm!r}"
+            )
         if self.entropy_schedule not in ("exp", "linear"):
             raise ValueError(
                 f"entropy_schedule must be 'exp' or 'linear', got {self.entropy_schedule!r}"

@@ -84,7 +84,8 @@ class GaussianPolicy(nn.Module):
         self.diag = cov_type == "diag"
         self.contextual = contextual
         self.min_std = min_std
-        self.body = mlp([obs_dim, *hidden, hidden[-1]], activation, out_gain=math.sqrt(2.0))
+        # len(hidden) hidden layers, each Linear + activation (the mean head is the output layer)
+        self.body = mlp([obs_dim, *hidden], activation, out_gain=math.sqrt(2.0))
         self.body.append({"tanh": nn.Tanh, "relu": nn.ReLU}[activation]())
         self.mean_head = nn.Linear(hidden[-1], act_dim)
         nn.init.orthogonal_(self.mean_head.weight, gain=0.01)

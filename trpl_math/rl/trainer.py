@@ -202,9 +202,8 @@ class Trainer:
             else:
                 action = mean + np.einsum("...ij,...j->...i", scale, noise)
             act_buf[t] = action
-            obs, reward, term, trunc, info = self.envs.step(
-                np.clip(action, self.act_low, self.act_high)
-            )
+            sent = np.clip(action, self.act_low, self.act_high) if cfg.clip_actions else action
+            obs, reward, term, trunc, info = self.envs.step(sent)
             obs = np.array(obs, np.float64)  # copy: the vector env reuses its buffer
             done = term | trunc
             if cfg.norm_obs:
@@ -286,6 +285,8 @@ class Trainer:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one minibatch: Eq. 12 for the projections, the clipped ratio for PPO."""
         cfg = self.cfg
+        if cfg.advantage_norm == "minibatch":
+            adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)
         mean, cov = self.policy(obs)
         if self.layer is not None:
             proj = self.layer(mean, cov, old_mean, old_cov, step=self.iteration)
@@ -483,7 +484,7 @@ class Trainer:
         adv, ret, values = self.advantages(batch)
         T, N = adv.shape
         flat_adv = adv.reshape(-1)
-        if cfg.norm_advantages:
+        if cfg.advantage_norm == "batch":
             flat_adv = (flat_adv - flat_adv.mean()) / (flat_adv.std() + 1e-8)
         obs = torch.from_numpy(batch["obs"].reshape(T * N, -1))
         actions = torch.from_numpy(batch["actions"].reshape(T * N, -1))
