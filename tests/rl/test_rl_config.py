@@ -103,3 +103,45 @@ def test_family_of():
     assert family_of("Humanoid-v5") == "humanoid"
     assert family_of("ReacherSparse-v0") == "reacher_sparse"
     assert family_of("Hopper-v5") == "mujoco"
+
+
+def test_paper_budgets_per_task():
+    """Hopper 1M; HalfCheetah, Walker2d, Ant 3M; Humanoid 10M (the paper's Figure 4 axes),
+    unless the command line sets one."""
+    from trpl_math.rl.config import load_config
+
+    for env, steps in (
+        ("Hopper-v5", 1_000_000),
+        ("HalfCheetah-v5", 3_000_000),
+        ("Walker2d-v5", 3_000_000),
+        ("Ant-v5", 3_000_000),
+        ("Humanoid-v5", 10_000_000),
+    ):
+        for method in ("kl", "ppo"):
+            assert load_config(method=method, env_id=env).total_steps == steps, (env, method)
+    assert load_config(env_id="HalfCheetah-v5", overrides=["total_steps=5000"]).total_steps == 5000
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("truncation", "cut"),
+        ("cov_source", "first"),
+        ("net_dtype", "float16"),
+        ("advantage_norm", "epoch"),
+    ],
+)
+def test_released_behaviour_keys_are_checked(key, bad):
+    from trpl_math.rl.config import load_config
+
+    with pytest.raises(ValueError, match=key):
+        load_config(overrides={key: bad})
+
+
+def test_paper_defaults_of_the_released_behaviour_keys():
+    """The paper's choices are the defaults; the released code's are opt-in."""
+    from trpl_math.rl.config import load_config
+
+    cfg = load_config(method="kl", env_id="Hopper-v5")
+    assert (cfg.advantage_norm, cfg.clip_actions, cfg.truncation) == ("batch", True, "bootstrap")
+    assert (cfg.cov_source, cfg.net_dtype) == ("batch", "float32")

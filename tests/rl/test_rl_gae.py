@@ -84,41 +84,70 @@ def test_rejects_bad_input():
         gae(z, z, z, z.astype(bool), z.astype(bool), 1.5, 0.9)
 
 
-def test_bootstrap_truncation_flag() -> None:
-    """``bootstrap_truncation=False`` (the ReacherSparse configs) makes a time-limit cut worth 0;
-    the default adds gamma * V(final observation) to the cut step's TD target."""
+def test_truncation_modes() -> None:
+    """``truncation``: ``terminal`` (the ReacherSparse configs) makes a time-limit cut worth 0;
+    ``bootstrap`` (the default) adds gamma * V(final observation) to the cut step's TD target;
+    ``zero_advantage`` (the authors' released code) gives the cut step advantage 0, its value as
+    target, and the step before it ``delta`` alone (its GAE recursion stops at the cut)."""
     from toy_env import register
 
     from trpl_math.rl.config import load_config
+    from trpl_math.rl.rollout import Batch
     from trpl_math.rl.trainer import Trainer
 
-    assert load_config(method="kl", env_id="ReacherSparse-v0").bootstrap_truncation is False
-    assert load_config(method="kl", env_id="Hopper-v5").bootstrap_truncation is True
+    assert load_config(method="kl", env_id="ReacherSparse-v0").truncation == "terminal"
+    assert load_config(method="kl", env_id="Hopper-v5").truncation == "bootstrap"
     toy = register()
     rng = np.random.default_rng(0)
     T, N, obs_dim = 6, 1, 2
-    batch = {
-        "obs": rng.normal(size=(T, N, obs_dim)).astype(np.float32),
-        "last_obs": rng.normal(size=(N, obs_dim)).astype(np.float32),
-        "final_obs": rng.normal(size=(T, N, obs_dim)).astype(np.float32),
-        "rewards": rng.normal(size=(T, N)),
-        "scaled_rewards": rng.normal(size=(T, N)),
-        "terminated": np.zeros((T, N), bool),
-        "truncated": np.zeros((T, N), bool),
-    }
-    batch["truncated"][3, 0] = True
+    trunc = np.zeros((T, N), bool)
+    trunc[3, 0] = True
+    batch = Batch(
+        obs=rng.normal(size=(T, N, obs_dim)).astype(np.float32),
+        actions=np.zeros((T, N, 1), np.float32),
+        rewards=rng.normal(size=(T, N)),
+        scaled_rewards=rng.normal(size=(T, N)),
+        terminated=np.zeros((T, N), bool),
+        truncated=trunc,
+        final_obs=rng.normal(size=(T, N, obs_dim)).astype(np.float32),
+        last_obs=rng.normal(size=(N, obs_dim)).astype(np.float32),
+    )
     out = {}
-    for flag in (True, False):
-        cfg = load_config(method="kl", env_id=toy, overrides={"bootstrap_truncation": flag})
+    for mode in ("bootstrap", "terminal", "zero_advantage"):
+        cfg = load_config(method="kl", env_id=toy, overrides={"truncation": mode})
         trainer = Trainer(cfg)
         torch.manual_seed(0)
         for p in trainer.vf.parameters():
             torch.nn.init.normal_(p)
-        out[flag] = trainer.advantages(batch)
+        out[mode] = trainer.advantages(batch)
         with torch.no_grad():
-            v_final = float(trainer.vf(torch.from_numpy(batch["final_obs"][3])).numpy()[0])
-    adv_boot, adv_cut = out[True][0], out[False][0]
+            v_final = float(trainer.vf(torch.from_numpy(batch.final_obs[3])).numpy()[0])
+        trainer.close()
+    adv_boot, adv_cut = out["bootstrap"][0], out["terminal"][0]
     # Only the cut step's TD error differs, by gamma * V(final); earlier steps see it via GAE.
     np.testing.assert_allclose(adv_boot[3, 0] - adv_cut[3, 0], cfg.gamma * v_final, rtol=1e-6)
     np.testing.assert_allclose(adv_boot[4:], adv_cut[4:])
     assert abs(v_final) > 1e-3  # the comparison above is not vacuous
+    adv_zero, ret_zero, values = out["zero_advantage"]
+    assert adv_zero[3, 0] == 0.0
+    assert ret_zero[3, 0] == values[3, 0]
+    # step 2: r_2 + gamma V(s_3) - V(s_2), nothing from step 3 on
+    r, g = batch.scaled_rewards[:, 0], cfg.gamma
+    np.testing.assert_allclose(
+        adv_zero[2, 0], r[2] + g * values[3, 0] - values[2, 0], rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_array_equal(adv_zero[4:], adv_boot[4:])  # after the cut: unchanged
+
+
+def test_gae_zero_delta_by_hand() -> None:
+    """Two steps, the second's TD error zeroed: A_1 = 0 and A_0 = delta_0 + gamma lam * 0."""
+    r = np.array([[1.0], [2.0]])
+    v = np.array([[0.5], [0.25]])
+    nv = np.array([[0.25], [4.0]])
+    no = np.zeros((2, 1), bool)
+    zero = np.array([[False], [True]])
+    adv, ret = gae(r, v, nv, no, no, 0.9, 0.8, zero_delta=zero)
+    np.testing.assert_allclose(adv[:, 0], [1.0 + 0.9 * 0.25 - 0.5, 0.0])
+    np.testing.assert_allclose(ret[:, 0], [1.0 + 0.9 * 0.25, 0.25])
+    with pytest.raises(ValueError, match="zero_delta"):
+        gae(r, v, nv, no, no, 0.9, 0.8, zero_delta=zero[:1])

@@ -37,7 +37,8 @@ class TrainConfig:
     seed: int = 0
     """Seeds torch, NumPy and the environments; equal seeds give bitwise-equal runs."""
     total_steps: int = 1_000_000
-    """Environment steps of training (the paper: 1M for Hopper etc., 10M for Humanoid)."""
+    """Environment steps of training. :func:`load_config` sets the paper's budget of the task
+    (:data:`PAPER_BUDGETS`) unless the file or an override gives one."""
     num_envs: int = 1
     """Parallel copies of the environment (SyncVectorEnv); ``rollout_steps`` is split over them."""
     rollout_steps: int = 2048
@@ -51,10 +52,12 @@ class TrainConfig:
     sends it unclipped, as the authors' released code does (MuJoCo clamps the control, and the
     control cost is then charged on the raw action). Either way the sampled action is what the
     log-density is evaluated at."""
-    bootstrap_truncation: bool = True
-    """Bootstrap time-limit cuts from the value of the final observation. Set False where the
-    cut is the task's true end (ReacherSparse: the step count is observed and no reward follows
-    step 200, so the final state is worth 0 and bootstrapping would add a guess of V there)."""
+    truncation: str = "bootstrap"
+    """What a time-limit cut is worth. ``bootstrap``: the value of the final observation (the
+    cut is not the task's end). ``terminal``: 0, where the cut is the task's true end
+    (ReacherSparse: the step count is observed and no reward follows step 200).
+    ``zero_advantage``: the cut step gets advantage 0 and no bootstrap, as the authors'
+    released code does (its value target is then its own value)."""
 
     # --- networks ------------------------------------------------------------------------
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
@@ -71,6 +74,9 @@ class TrainConfig:
     """Initial standard deviation of every action dimension."""
     min_std: float = 1e-5
     """Lower bound added to the standard deviation (numerical safety)."""
+    net_dtype: str = "float32"
+    """dtype of the networks and of the minibatch tensors: ``float32`` or ``float64`` (the
+    authors' released code)."""
 
     # --- optimisation -------------------------------------------------------------------
     epochs: int = 20
@@ -108,6 +114,11 @@ class TrainConfig:
     """W2 in the metric of the old covariance (the paper's default)."""
     alpha: float = 8.0
     """Weight of the trust-region regression penalty (Eq. 12)."""
+    cov_source: str = "batch"
+    """Where a non-contextual covariance is set from after the policy epochs: ``batch`` (the
+    projection of the updated policy on the iteration's batch, Sec. 4.4) or ``last_minibatch``
+    (the projection computed for the last minibatch, before its optimiser step, as the
+    authors' released code does)."""
     regression_steps: int = 0
     """Extra supervised regression steps towards the projection after the policy epochs."""
     regression_lr: float | None = None
@@ -172,6 +183,13 @@ class TrainConfig:
             raise ValueError(f"cov_type must be 'diag' or 'full', got {self.cov_type!r}")
         if self.activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
+        for name, allowed in (
+            ("truncation", ("bootstrap", "terminal", "zero_advantage")),
+            ("cov_source", ("batch", "last_minibatch")),
+            ("net_dtype", ("float32", "float64")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.advantage_norm not in ("batch", "minibatch", "none"):
             raise ValueError(
                 "advantage_norm must be 'batch', 'minibatch' or 'none', "
@@ -282,6 +300,22 @@ def config_path(method: str, family: str = "mujoco") -> Path:
     return CONFIG_DIR / f"{method}_{family}.yaml"
 
 
+#: Training budgets of the paper (environment steps; Sec. 5, Figure 4's axes): 1M for Hopper,
+#: 3M for HalfCheetah, Walker2d and Ant, 10M for Humanoid. Tasks not listed keep the config's.
+PAPER_BUDGETS: dict[str, int] = {
+    "Hopper": 1_000_000,
+    "HalfCheetah": 3_000_000,
+    "Walker2d": 3_000_000,
+    "Ant": 3_000_000,
+    "Humanoid": 10_000_000,
+}
+
+
+def paper_budget(env_id: str) -> int | None:
+    """The paper's ``total_steps`` for a Gymnasium id (``HalfCheetah-v5`` -> 3M), or None."""
+    return PAPER_BUDGETS.get(env_id.split("-")[0])
+
+
 def family_of(env_id: str) -> str:
     """Task family of a Gymnasium id: ``humanoid``, ``reacher_sparse`` or ``mujoco``."""
     if env_id.startswith("ReacherSparse"):
@@ -316,6 +350,10 @@ def load_config(
     if env_id is not None:
         data["env_id"] = env_id
     data.update(overrides)
+    if "total_steps" not in data:  # the shipped files leave the budget to the task
+        budget = paper_budget(str(data.get("env_id", TrainConfig.env_id)))
+        if budget is not None:
+            data["total_steps"] = budget
     return config_from_dict(data)
 
 

@@ -13,6 +13,7 @@ def gae(
     truncated: np.ndarray,
     gamma: float,
     lam: float,
+    zero_delta: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Advantages and value targets by GAE (Schulman et al., 2016), time-major.
 
@@ -30,6 +31,9 @@ def gae(
         rewards, values, next_values: ``(T, N)``.
         terminated, truncated: ``(T, N)`` booleans.
         gamma: discount in ``[0, 1]``. lam: GAE lambda in ``[0, 1]``.
+        zero_delta: ``(T, N)`` booleans: steps whose TD error is set to 0 (the authors'
+            released code does so for truncated steps, which then get advantage 0 and their
+            own value as target; earlier steps of the episode stop there too).
 
     Returns:
         ``(advantages, returns)`` with ``returns = advantages + values``, both ``(T, N)`` float64.
@@ -57,6 +61,10 @@ def gae(
         + gamma * np.where(term, 0.0, next_values)
         - np.asarray(values, np.float64)
     )
+    if zero_delta is not None:
+        if np.shape(zero_delta) != shape:
+            raise ValueError(f"zero_delta has shape {np.shape(zero_delta)}, expected {shape}")
+        delta = np.where(zero_delta, 0.0, delta)
     adv = np.zeros(shape, np.float64)
     last = np.zeros(shape[1], np.float64)
     for t in range(shape[0] - 1, -1, -1):

@@ -39,6 +39,13 @@ from trpl_math.rl.env_utils import (
     set_vec_state,
 )
 from trpl_math.rl.gae import gae
+from trpl_math.rl.losses import (
+    LossInfo,
+    normalize_advantages,
+    ppo_clip_loss,
+    trust_region_loss,
+    value_loss,
+)
 from trpl_math.rl.networks import (
     GaussianPolicy,
     ValueNet,
@@ -46,6 +53,7 @@ from trpl_math.rl.networks import (
     gaussian_log_prob,
 )
 from trpl_math.rl.normalization import ObsNormalizer, RewardScaler
+from trpl_math.rl.rollout import Batch, EpisodeStats, collect, numpy_actor, torch_actor
 from trpl_math.types import Gaussian
 
 
@@ -75,6 +83,15 @@ def build_layer(cfg: TrainConfig, initial_entropy: float, num_iterations: int) -
         entropy_schedule=schedule,
         validate=False,
     )
+
+
+def build_papi(cfg: TrainConfig, initial_entropy: float) -> Any:
+    """The PAPI projection for ``method: papi`` (None otherwise)."""
+    if cfg.method != "papi":
+        return None
+    from trpl_math.rl.papi import Papi, PapiSettings
+
+    return Papi(PapiSettings(eps=cfg.eps_joint or 0.015), initial_entropy)
 
 
 def explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
@@ -113,6 +130,9 @@ class Trainer:
             cfg.min_std,
         )
         self.vf = ValueNet(self.obs_dim, cfg.vf_hidden_sizes, cfg.activation)
+        self.dtype = torch.float64 if cfg.net_dtype == "float64" else torch.float32
+        self.policy.to(self.dtype)
+        self.vf.to(self.dtype)
         adam = {"eps": cfg.adam_eps, "fused": True}
         self.pi_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr, **adam)
         self.vf_opt = torch.optim.Adam(self.vf.parameters(), lr=cfg.vf_lr, **adam)
@@ -123,6 +143,7 @@ class Trainer:
             cfg.init_std
         )
         self.layer = build_layer(cfg, init_entropy, cfg.num_iterations)
+        self.papi = build_papi(cfg, init_entropy)
 
         self.act_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2]))
         self.np_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
@@ -133,127 +154,67 @@ class Trainer:
         self.obs = np.asarray(obs, np.float64)
         if cfg.norm_obs:
             self.obs_norm.rms.update(self.obs)
-        self.ep_return = np.zeros(cfg.num_envs)
-        self.ep_length = np.zeros(cfg.num_envs, np.int64)
-        self.recent_returns: collections.deque[float] = collections.deque(maxlen=10)
-        self.recent_lengths: collections.deque[int] = collections.deque(maxlen=10)
+        self.episodes = EpisodeStats(cfg.num_envs)
         self.iteration = 0
         self.global_step = 0
         self._eval_envs: list[Any] = []
 
     # ------------------------------------------------------------------ rollout
     def _policy_dist(self, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.policy(torch.from_numpy(obs))
-
-    def _numpy_actor(self) -> Any:
-        """A NumPy copy of the current policy, ``obs (N, o) -> (mean (N, d), noise scale)``,
-        for fast rollouts; None where the covariance depends on the state."""
-        if self.cfg.contextual_cov:
-            return None
-        act = np.tanh if self.cfg.activation == "tanh" else (lambda x: np.maximum(x, 0.0))
-        lins = [m for m in self.policy.body if isinstance(m, torch.nn.Linear)]
-        lins.append(self.policy.mean_head)
-        params = [
-            (m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in lins
-        ]
-        with torch.no_grad():
-            cov = self.policy(torch.zeros(1, self.obs_dim))[1][0]
-        scale = (cov.sqrt() if self.diag else torch.linalg.cholesky(cov)).numpy()
-
-        def actor(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            h = obs
-            for w, b in params[:-1]:
-                h = act(h @ w + b)
-            return h @ params[-1][0] + params[-1][1], scale
-
-        return actor
+        return self.policy(torch.from_numpy(obs).to(self.dtype))
 
     @torch.no_grad()
-    def collect(self) -> dict[str, np.ndarray]:
-        """Run ``steps_per_env`` steps in every environment copy (Algorithm 2, line 3).
-
-        Returns time-major arrays: normalised ``obs (T, N, o)``, ``actions (T, N, d)`` (as sampled,
-        before clipping to the action bounds), raw and scaled ``rewards (T, N)``, ``terminated``
-        and ``truncated (T, N)``, normalised ``final_obs (T, N, o)`` (valid where truncated) and
-        the normalised observation after the last step ``last_obs (N, o)``.
-        """
+    def collect(self) -> Batch:
+        """Run ``steps_per_env`` steps in every environment copy with the network's own policy
+        (Algorithm 2, line 3); see :func:`trpl_math.rl.rollout.collect`."""
         cfg = self.cfg
-        T, N = cfg.steps_per_env, cfg.num_envs
-        obs_buf = np.zeros((T, N, self.obs_dim), np.float32)
-        act_buf = np.zeros((T, N, self.act_dim), np.float32)
-        rew_buf = np.zeros((T, N))
-        scaled_buf = np.zeros((T, N))
-        term_buf = np.zeros((T, N), bool)
-        trunc_buf = np.zeros((T, N), bool)
-        final_buf = np.zeros((T, N, self.obs_dim), np.float32)
-        actor = self._numpy_actor()
-        for t in range(T):
-            o = self.obs_norm(self.obs)
-            obs_buf[t] = o
-            if actor is not None:
-                mean, scale = actor(o)
-            else:
-                mean_t, cov_t = self._policy_dist(o)
-                mean = mean_t.numpy()
-                scale = (cov_t.sqrt() if self.diag else torch.linalg.cholesky(cov_t)).numpy()
-            noise = self.act_rng.standard_normal((N, self.act_dim)).astype(np.float32)
-            if self.diag:
-                action = mean + scale * noise
-            else:
-                action = mean + np.einsum("...ij,...j->...i", scale, noise)
-            act_buf[t] = action
-            sent = np.clip(action, self.act_low, self.act_high) if cfg.clip_actions else action
-            obs, reward, term, trunc, info = self.envs.step(sent)
-            obs = np.array(obs, np.float64)  # copy: the vector env reuses its buffer
-            done = term | trunc
-            if cfg.norm_obs:
-                self.obs_norm.rms.update(obs)
-            if trunc.any():
-                for i in np.flatnonzero(trunc):
-                    final_buf[t, i] = self.obs_norm(np.asarray(info["final_obs"][i])[None])[0]
-            rew_buf[t], term_buf[t], trunc_buf[t] = reward, term, trunc
-            scaled_buf[t] = self.rew_scaler(reward, done)
-            self.ep_return += reward
-            self.ep_length += 1
-            for i in np.flatnonzero(done):
-                self.recent_returns.append(float(self.ep_return[i]))
-                self.recent_lengths.append(int(self.ep_length[i]))
-                self.ep_return[i], self.ep_length[i] = 0.0, 0
-            self.obs = obs
-        self.global_step += T * N
-        return {
-            "obs": obs_buf,
-            "actions": act_buf,
-            "rewards": rew_buf,
-            "scaled_rewards": scaled_buf,
-            "terminated": term_buf,
-            "truncated": trunc_buf,
-            "final_obs": final_buf,
-            "last_obs": self.obs_norm(self.obs),
-        }
+        actor = numpy_actor(self.policy, cfg.activation) or torch_actor(self.policy)
+        batch, self.obs = collect(
+            self.envs,
+            self.obs,
+            actor,
+            cfg.steps_per_env,
+            obs_norm=self.obs_norm,
+            rew_scaler=self.rew_scaler,
+            rng=self.act_rng,
+            episodes=self.episodes,
+            diag=self.diag,
+            action_bounds=(self.act_low, self.act_high) if cfg.clip_actions else None,
+            dtype=np.float64 if cfg.net_dtype == "float64" else np.float32,
+        )
+        self.global_step += batch.size
+        return batch
 
     @torch.no_grad()
-    def advantages(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(advantages, returns, values)``, each ``(T, N)``, by :func:`gae` (line 4)."""
-        T, N = batch["rewards"].shape
-        values = self.vf(torch.from_numpy(batch["obs"].reshape(T * N, -1))).numpy().reshape(T, N)
-        last = self.vf(torch.from_numpy(batch["last_obs"])).numpy()
+    def advantages(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(advantages, returns, values)``, each ``(T, N)``, by :func:`gae` (line 4).
+
+        A time-limit cut is handled by ``cfg.truncation`` (bootstrap from the final
+        observation, worth 0, or advantage 0 without bootstrap)."""
+        T, N = batch.rewards.shape
+        vf = self.vf
+        values = vf(torch.from_numpy(batch.obs.reshape(T * N, -1))).numpy().reshape(T, N)
+        last = vf(torch.from_numpy(batch.last_obs)).numpy()
         next_values = np.concatenate([values[1:], last[None]], axis=0).astype(np.float64)
-        terminated = batch["terminated"]
-        if self.cfg.bootstrap_truncation:
-            idx = np.nonzero(batch["truncated"])
+        terminated, zero_delta = batch.terminated, None
+        mode = self.cfg.truncation
+        if mode == "bootstrap":
+            idx = np.nonzero(batch.truncated)
             if len(idx[0]):
-                next_values[idx] = self.vf(torch.from_numpy(batch["final_obs"][idx])).numpy()
-        else:  # the time limit is the task's end: the final state is worth 0
-            terminated = terminated | batch["truncated"]
+                next_values[idx] = vf(torch.from_numpy(batch.final_obs[idx])).numpy()
+        elif mode == "terminal":  # the time limit is the task's end: the final state is worth 0
+            terminated = terminated | batch.truncated
+        else:  # zero_advantage: the cut step's TD error is 0, so its advantage is 0
+            zero_delta = batch.truncated
         adv, ret = gae(
-            batch["scaled_rewards"],
+            batch.scaled_rewards,
             values,
             next_values,
             terminated,
-            batch["truncated"],
+            batch.truncated,
             self.cfg.gamma,
             self.cfg.gae_lambda,
+            zero_delta,
         )
         return adv, ret, values
 
@@ -282,34 +243,38 @@ class Trainer:
         old_mean: torch.Tensor,
         old_cov: torch.Tensor,
         old_logp: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss of one minibatch: Eq. 12 for the projections, the clipped ratio for PPO."""
+    ) -> tuple[torch.Tensor, LossInfo, Gaussian | None]:
+        """Loss of one minibatch: Eq. 12 for the projections (:func:`trust_region_loss`), the
+        clipped ratio for PPO (:func:`ppo_clip_loss`); also returns the projection (or None)."""
         cfg = self.cfg
         if cfg.advantage_norm == "minibatch":
-            adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)
-        mean, cov = self.policy(obs)
-        if self.layer is not None:
-            proj = self.layer(mean, cov, old_mean, old_cov, step=self.iteration)
-            logp = gaussian_log_prob(actions, proj.mean, proj.cov, self.diag)
-            ratio = torch.exp(logp - old_logp)
-            surrogate = (ratio * adv).mean()
-            if cfg.contextual_cov:
-                penalty = self.layer.penalty(proj, mean, cov)
-            else:  # the covariance is set to its projection after the epochs: mean part only
-                penalty = self.layer.penalty(proj, mean, None)
-            loss = -surrogate + cfg.alpha * penalty
-            if cfg.entropy_coef:
-                loss = loss - cfg.entropy_coef * gaussian_entropy(proj.cov, self.diag).mean()
-            return loss, {"penalty": float(penalty.detach())}
-        logp = gaussian_log_prob(actions, mean, cov, self.diag)
-        ratio = torch.exp(logp - old_logp)
-        clipped = torch.clamp(ratio, 1 - cfg.clip_ratio, 1 + cfg.clip_ratio)
-        surrogate = torch.minimum(ratio * adv, clipped * adv).mean()
-        loss = -surrogate
-        if cfg.entropy_coef:
-            loss = loss - cfg.entropy_coef * gaussian_entropy(cov, self.diag).mean()
-        clip_frac = float(((ratio - 1).abs() > cfg.clip_ratio).float().mean())
-        return loss, {"clip_frac": clip_frac}
+            adv = normalize_advantages(adv)
+        net = Gaussian(*self.policy(obs))
+        if self.layer is None:
+            loss, info = ppo_clip_loss(
+                net,
+                actions,
+                old_logp,
+                adv,
+                clip_ratio=cfg.clip_ratio,
+                diag=self.diag,
+                entropy_coef=cfg.entropy_coef,
+            )
+            return loss, info, None
+        proj = self.layer(net.mean, net.cov, old_mean, old_cov, step=self.iteration)
+        loss, info = trust_region_loss(
+            proj,
+            net,
+            actions,
+            old_logp,
+            adv,
+            penalty_fn=self.layer.penalty,
+            alpha=cfg.alpha,
+            diag=self.diag,
+            contextual_cov=cfg.contextual_cov,
+            entropy_coef=cfg.entropy_coef,
+        )
+        return loss, info, proj
 
     def update_policy(
         self, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor
@@ -322,24 +287,38 @@ class Trainer:
         stats: dict[str, list[float]] = collections.defaultdict(list)
         contextual_old = old_cov.shape[0] != 1
         data = (obs, actions, adv, old_mean, old_logp) + ((old_cov,) if contextual_old else ())
+        last_proj: Gaussian | None = None
         for _ in range(cfg.epochs):
             for mb in self._shuffled_batches(data, cfg.minibatch_size):
-                loss, info = self.policy_loss(*mb[:4], mb[5] if contextual_old else old_cov, mb[4])
+                loss, info, last_proj = self.policy_loss(
+                    *mb[:4], mb[5] if contextual_old else old_cov, mb[4]
+                )
                 self.pi_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self._clip_grad(self.policy)
                 self.pi_opt.step()
-                for k, v in info.items():
+                for k, v in info._asdict().items():
                     stats[k].append(v)
         if self.layer is not None:
-            self._finish_projection_update(obs, old_mean, old_cov)
+            self._finish_projection_update(obs, old_mean, old_cov, last_proj)
+        if self.papi is not None:
+            pstats = self.papi.after_epochs(self.policy, obs, old_mean, old_cov)
+            stats.update({f"papi_{k}": [v] for k, v in pstats.items()})
+            for opt, lr in ((self.pi_opt, cfg.lr), (self.vf_opt, cfg.vf_lr)):
+                for g in opt.param_groups:
+                    g["lr"] = lr * self.papi.lr_scale * self._lr_frac()
         return old_mean, old_cov, {k: float(np.mean(v)) for k, v in stats.items()}
 
     def _finish_projection_update(
-        self, obs: torch.Tensor, old_mean: torch.Tensor, old_cov: torch.Tensor
+        self,
+        obs: torch.Tensor,
+        old_mean: torch.Tensor,
+        old_cov: torch.Tensor,
+        last_proj: Gaussian | None,
     ) -> None:
         """Optional regression steps towards the projection, then set a non-contextual
-        covariance to its projection (Sec. 4.4)."""
+        covariance to its projection (Sec. 4.4): of the updated policy on the whole batch
+        (``cov_source=batch``) or the last minibatch's (``last_minibatch``)."""
         cfg = self.cfg
         if cfg.regression_steps > 0:
             with torch.no_grad():
@@ -359,28 +338,26 @@ class Trainer:
                     self.reg_opt.step()
         if not cfg.contextual_cov:
             with torch.no_grad():
-                mean, cov = self.policy(obs)
-                proj = self.layer(mean, cov, old_mean, old_cov, step=self.iteration)
+                if cfg.cov_source == "last_minibatch" and last_proj is not None:
+                    proj_cov = last_proj.cov.detach()
+                else:
+                    mean, cov = self.policy(obs)
+                    proj_cov = self.layer(mean, cov, old_mean, old_cov, step=self.iteration).cov
                 event = 1 if self.diag else 2
-                pc = proj.cov.reshape(-1, *proj.cov.shape[-event:]).mean(0)
-                self.policy.set_cov(pc)
+                self.policy.set_cov(proj_cov.reshape(-1, *proj_cov.shape[-event:]).mean(0))
 
     # ------------------------------------------------------------------ value update
     def update_value(
         self, obs: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor
     ) -> float:
-        """Value epochs with the value network's own optimizer; returns the mean loss."""
+        """Value epochs with the value network's own optimizer (:func:`value_loss`); returns
+        the mean loss."""
         cfg = self.cfg
         losses = []
         size = cfg.vf_minibatch_size or cfg.minibatch_size
         for _ in range(cfg.vf_epochs):
             for mb_obs, mb_ret, mb_old in self._shuffled_batches((obs, returns, old_values), size):
-                v = self.vf(mb_obs)
-                err = (v - mb_ret) ** 2
-                if cfg.vf_clip is not None:
-                    v_clip = mb_old + torch.clamp(v - mb_old, -cfg.vf_clip, cfg.vf_clip)
-                    err = torch.maximum(err, (v_clip - mb_ret) ** 2)
-                loss = err.mean()
+                loss = value_loss(self.vf(mb_obs), mb_ret, mb_old, clip=cfg.vf_clip)
                 self.vf_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self._clip_grad(self.vf)
@@ -470,30 +447,34 @@ class Trainer:
         self._eval_envs = []
 
     # ------------------------------------------------------------------ one iteration
+    def _lr_frac(self) -> float:
+        """Linear learning-rate decay factor of this iteration (1 without ``lr_decay``)."""
+        return 1.0 - self.iteration / self.cfg.num_iterations if self.cfg.lr_decay else 1.0
+
     def iterate(self) -> dict[str, float]:
         """One iteration of Algorithm 2; returns the log row."""
         cfg = self.cfg
         if cfg.lr_decay:
-            frac = 1.0 - self.iteration / cfg.num_iterations
+            scale = self._lr_frac() * (self.papi.lr_scale if self.papi is not None else 1.0)
             for opt, lr in ((self.pi_opt, cfg.lr), (self.vf_opt, cfg.vf_lr)):
                 for g in opt.param_groups:
-                    g["lr"] = lr * frac
+                    g["lr"] = lr * scale
         t0 = time.perf_counter()
-        batch = self.collect()
+        batch = self.collect()  # line 3: rollouts with the unprojected policy
         t1 = time.perf_counter()
-        adv, ret, values = self.advantages(batch)
-        T, N = adv.shape
+        adv, ret, values = self.advantages(batch)  # line 4: GAE
         flat_adv = adv.reshape(-1)
         if cfg.advantage_norm == "batch":
-            flat_adv = (flat_adv - flat_adv.mean()) / (flat_adv.std() + 1e-8)
-        obs = torch.from_numpy(batch["obs"].reshape(T * N, -1))
-        actions = torch.from_numpy(batch["actions"].reshape(T * N, -1))
-        adv_t = torch.from_numpy(flat_adv.astype(np.float32))
+            flat_adv = normalize_advantages(flat_adv)
+        n, dt = batch.size, self.dtype
+        obs = torch.from_numpy(batch.obs.reshape(n, -1))
+        actions = torch.from_numpy(batch.actions.reshape(n, -1))
+        adv_t = torch.from_numpy(flat_adv).to(dt)
         t2 = time.perf_counter()
-        old_mean, old_cov, pstats = self.update_policy(obs, actions, adv_t)
+        old_mean, old_cov, pstats = self.update_policy(obs, actions, adv_t)  # lines 5-9
         t3 = time.perf_counter()
-        ret_t = torch.from_numpy(ret.reshape(-1).astype(np.float32))
-        vloss = self.update_value(obs, ret_t, torch.from_numpy(values.reshape(-1)))
+        ret_t = torch.from_numpy(ret.reshape(-1)).to(dt)
+        vloss = self.update_value(obs, ret_t, torch.from_numpy(values.reshape(-1)))  # line 10
         t4 = time.perf_counter()
         diag = self.diagnostics(obs, old_mean, old_cov)
         with torch.no_grad():
@@ -507,12 +488,8 @@ class Trainer:
         row = {
             "iteration": self.iteration,
             "global_step": self.global_step,
-            "train_return": float(np.mean(self.recent_returns))
-            if self.recent_returns
-            else float("nan"),
-            "train_ep_length": float(np.mean(self.recent_lengths))
-            if self.recent_lengths
-            else float("nan"),
+            "train_return": self.episodes.mean_return(),
+            "train_ep_length": self.episodes.mean_length(),
             "eval_return": eval_ret,
             **diag,
             "value_loss": vloss,
@@ -520,6 +497,7 @@ class Trainer:
             "penalty": pstats.get("penalty", float("nan")),
             "clip_frac": pstats.get("clip_frac", float("nan")),
             "lr": self.pi_opt.param_groups[0]["lr"],
+            **{k: v for k, v in pstats.items() if k.startswith("papi_")},
             "time_rollout": t1 - t0,
             "time_gae": t2 - t1,
             "time_policy": t3 - t2,
@@ -549,10 +527,8 @@ class Trainer:
             "np_rng": self.np_rng.bit_generator.state,
             "envs": get_vec_state(self.envs),
             "obs": self.obs.copy(),
-            "ep_return": self.ep_return.copy(),
-            "ep_length": self.ep_length.copy(),
-            "recent_returns": list(self.recent_returns),
-            "recent_lengths": list(self.recent_lengths),
+            **self.episodes.state_dict(),
+            **({"papi": self.papi.state_dict()} if self.papi is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -571,12 +547,9 @@ class Trainer:
         self.np_rng.bit_generator.state = state["np_rng"]
         set_vec_state(self.envs, state["envs"])
         self.obs = np.array(state["obs"], np.float64)
-        self.ep_return = np.array(state["ep_return"], np.float64)
-        self.ep_length = np.array(state["ep_length"], np.int64)
-        self.recent_returns.clear()
-        self.recent_returns.extend(state["recent_returns"])
-        self.recent_lengths.clear()
-        self.recent_lengths.extend(state["recent_lengths"])
+        self.episodes.load_state_dict(state)
+        if self.papi is not None:
+            self.papi.load_state_dict(state["papi"])
 
     def close(self) -> None:
         """Close the environments."""
