@@ -30,7 +30,8 @@ One call, with ``H_old`` the old policy's entropy and ``d`` the action dimension
    - mean projection: the mean head's weights and bias become
      ``(1 - eta_mean) head_int + eta_mean head``, with ``eta_mean`` the larger root, clipped to
      ``[0, 1]``, of ``a eta^2 + 2 b eta + m_int = max(eps - c', 0)`` (:func:`mean_quadratic`,
-     :func:`mean_weight`), ``c'`` the covariance part after the covariance projection.
+     :func:`mean_weight`), ``c'`` the covariance part after the covariance projection (aimed a
+     hair, :data:`TARGET_MARGIN`, inside the bound against float32 rounding).
 
 Choices where the published facts leave one open (each has a test in tests/rl/test_papi.py):
 
@@ -74,7 +75,13 @@ import torch
 import trpl_math as tm
 from trpl_math.rl.networks import GaussianPolicy, gaussian_entropy
 
+TARGET_MARGIN = 1e-5
+"""The mean projection aims at ``eps (1 - TARGET_MARGIN) - c'``: parameters written back in
+float32 could otherwise leave the bound by rounding, and the next round, which then projects
+again from a policy on the boundary, would pull the covariance much further towards the old."""
+
 __all__ = [
+    "TARGET_MARGIN",
     "Papi",
     "PapiSettings",
     "cov_weight",
@@ -424,7 +431,7 @@ class Papi:
         policy.set_cov(interpolate_cov(cov, old_cov, eta)[0])
         cov = policy._cov_from_raw(policy.cov_param.unsqueeze(0))
         c_new = float(tm.kl_divergence(old_mean[:1], cov, old_mean[:1], old_cov, diag=diag).cov[0])
-        eta_mean = mean_weight(a, b, m_int, max(eps - c_new, 0.0))
+        eta_mean = mean_weight(a, b, m_int, max(eps * (1.0 - TARGET_MARGIN) - c_new, 0.0))
         head.weight.copy_((1.0 - eta_mean) * w_int + eta_mean * head.weight)
         head.bias.copy_((1.0 - eta_mean) * b_int + eta_mean * head.bias)
         return eta, eta_mean
