@@ -40,18 +40,22 @@ Choices where the published facts leave one open (each has a test in tests/rl/te
   network's body, and only the mean head is interpolated. The mean is then linear in the
   head's parameters, ``mu(eta) = (1 - eta) mu_int(s) + eta mu(s)`` exactly, so the quadratic is
   exact and one round already lands on the bound (up to rounding): rounds 2..20 only absorb the
-  float error of writing the parameters back. (Paper, Sec. 4: the features are fixed and the
-  last layer is projected.)
+  float error of writing the parameters back. This is the paper's Alg. 2 for linear-Gaussian
+  policies with the current body as the features.
 - **The old policy ends the candidate list**, which makes the bound a guarantee: either an
   intermediate within ``eps`` is found, and then the covariance projection leaves a covariance
   part of at most ``eps - min(m, m_int)`` (the covariance part is convex in ``Sigma``) and the
   mean's quadratic has a root in ``[0, 1]``, or the policy reverts to the old one. The
   authors' release pops the policy it has just pushed and keeps it unprojected, which can break
   the bound; we do not copy that.
-- ``eta`` and ``eta_mean`` are clipped to ``[0, 1]``; the release does not clip (for an
-  intermediate within the bound the clip only matters through rounding).
+- ``eta`` and ``eta_mean`` are clipped to ``[0, 1]``; the release does not clip. With an
+  intermediate within the bound ``eta`` lies in ``[0, 1)`` anyway; the quadratic's larger root
+  exceeds 1 where the current mean part is already below the target, and the release would then
+  extrapolate beyond the current mean.
 - **History length** ``history`` (default 10, the current policy included); the release keeps
-  every policy. Searching further back rarely finds a head that fits the current body.
+  every policy (in the toy run of the tests the intermediate was never more than one back).
+- The entropy bound is applied at the start of every round, so also when the current policy
+  fits (as in the release, whose rounds run whenever an intermediate was found).
 - The entropy test is ``H_old <= 0.5 * H_init`` (the release's ``H_old / H_init > 0.5``, which
   agrees for a positive initial entropy); ``H_old`` is the old policy's entropy.
 - The covariance part of a non-contextual covariance is the same in every state; the mean parts
