@@ -10,7 +10,7 @@ import pytest
 import torch
 from toy_env import register
 
-from trpl_math.rl.config import load_config
+from trpl_math.rl.config import config_path, load_config
 from trpl_math.rl.run import train
 from trpl_math.rl.trainer import Trainer
 
@@ -193,3 +193,28 @@ def test_regression_steps_pull_the_network_into_the_trust_region():
     regressed = Trainer(toy_config("w2", regression_steps=10, regression_lr=3e-3, **over)).iterate()
     assert plain["maha_max"] > 4 * 0.005  # the free network left the trust region
     assert regressed["maha_max"] < 0.5 * plain["maha_max"]
+
+
+def test_papi_training_improves_the_return_within_its_bound():
+    """PAPI on the toy task: the return improves and, on every iteration, the policy that will
+    act next lies within the expected-KL bound of the old one (over the batch's states)."""
+    torch.manual_seed(0)
+    trainer = Trainer(toy_config("papi", seed=1, eps_joint=0.015))
+    assert trainer.papi is not None and trainer.layer is None
+    rows = [trainer.iterate() for _ in range(trainer.cfg.num_iterations)]
+    first = rows[0]["eval_return"]
+    last = np.mean([r["eval_return"] for r in rows[-3:]])
+    assert last > first + 5.0, (first, last)
+    assert max(r["kl_mean"] for r in rows) <= 0.015 * (1 + 1e-4)
+    assert any(r["papi_fitted"] for r in rows)
+    trainer.close()
+
+
+def test_papi_tables():
+    """Tables 2-4: PAPI shares PPO's settings (epochs, learning rates, minibatches, reward
+    normalisation); its bound is 0.015 (Tables 2, 3) and 0.03 (Table 4)."""
+    for family, eps in (("mujoco", 0.015), ("humanoid", 0.015), ("reacher_sparse", 0.03)):
+        papi = load_config(config_path("papi", family))
+        ppo = load_config(config_path("ppo", family))
+        assert papi.eps_joint == eps
+        assert {**papi.to_dict(), "method": "ppo", "eps_joint": None} == ppo.to_dict()

@@ -19,7 +19,9 @@ import yaml
 #: Methods implemented: the trust-region projections and the two PPO baselines.
 PROJECTION_METHODS: tuple[str, ...] = ("frob", "w2", "w2_exact", "kl", "kl_joint")
 PPO_METHODS: tuple[str, ...] = ("ppo", "ppo_m")
-METHODS: tuple[str, ...] = PROJECTION_METHODS + PPO_METHODS
+#: PAPI (Akrour et al., 2019) on top of PPO's policy epochs, the paper's third baseline.
+PAPI_METHODS: tuple[str, ...] = ("papi",)
+METHODS: tuple[str, ...] = PROJECTION_METHODS + PPO_METHODS + PAPI_METHODS
 #: Task families that have a YAML file per method.
 FAMILIES: tuple[str, ...] = ("mujoco", "humanoid", "reacher_sparse")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -33,7 +35,7 @@ class TrainConfig:
     env_id: str = "Hopper-v5"
     """Gymnasium id of the task (any registered id, e.g. ``Hopper-v5`` or ``ReacherSparse-v0``)."""
     method: str = "kl"
-    """One of ``frob, w2, w2_exact, kl, kl_joint, ppo, ppo_m``."""
+    """One of ``frob, w2, w2_exact, kl, kl_joint, ppo, ppo_m, papi``."""
     seed: int = 0
     """Seeds torch, NumPy and the environments; equal seeds give bitwise-equal runs."""
     total_steps: int = 1_000_000
@@ -109,7 +111,8 @@ class TrainConfig:
     eps_cov: float = 0.001
     """Bound of the covariance part (epsilon_Sigma)."""
     eps_joint: float | None = None
-    """Joint KL bound for ``kl_joint`` (``None``: eps_mean + eps_cov)."""
+    """Joint KL bound for ``kl_joint`` (``None``: eps_mean + eps_cov) and the expected-KL bound
+    of ``papi`` (its configs: 0.015)."""
     scaled: bool = True
     """W2 in the metric of the old covariance (the paper's default)."""
     alpha: float = 8.0
@@ -214,6 +217,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if self.method == "papi":
+            if self.contextual_cov:
+                raise ValueError("papi needs a non-contextual covariance (contextual_cov: false)")
+            if self.eps_joint is None or self.eps_joint <= 0:
+                raise ValueError(f"papi needs eps_joint > 0, got {self.eps_joint!r}")
         if self.entropy_control and not self.is_projection:
             raise ValueError("entropy_control needs a projection method")
         return self
@@ -297,7 +305,10 @@ def config_path(method: str, family: str = "mujoco") -> Path:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-    return CONFIG_DIR / f"{method}_{family}.yaml"
+    path = CONFIG_DIR / f"{method}_{family}.yaml"
+    if not path.exists():
+        raise ValueError(f"no shipped config for method {method!r} on the {family} tasks")
+    return path
 
 
 #: Training budgets of the paper (environment steps; Sec. 5, Figure 4's axes): 1M for Hopper,

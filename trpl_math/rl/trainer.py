@@ -91,7 +91,8 @@ def build_papi(cfg: TrainConfig, initial_entropy: float) -> Any:
         return None
     from trpl_math.rl.papi import Papi, PapiSettings
 
-    return Papi(PapiSettings(eps=cfg.eps_joint or 0.015), initial_entropy)
+    assert cfg.eps_joint is not None  # validated
+    return Papi(PapiSettings(eps=cfg.eps_joint), initial_entropy)
 
 
 def explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
@@ -288,6 +289,8 @@ class Trainer:
         contextual_old = old_cov.shape[0] != 1
         data = (obs, actions, adv, old_mean, old_logp) + ((old_cov,) if contextual_old else ())
         last_proj: Gaussian | None = None
+        if self.papi is not None:
+            self.papi.before_epochs(self.policy)  # keeps the old policy to revert to
         for _ in range(cfg.epochs):
             for mb in self._shuffled_batches(data, cfg.minibatch_size):
                 loss, info, last_proj = self.policy_loss(
