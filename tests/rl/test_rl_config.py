@@ -145,3 +145,25 @@ def test_paper_defaults_of_the_released_behaviour_keys():
     cfg = load_config(method="kl", env_id="Hopper-v5")
     assert (cfg.advantage_norm, cfg.clip_actions, cfg.truncation) == ("batch", True, "bootstrap")
     assert (cfg.cov_source, cfg.net_dtype) == ("batch", "float32")
+
+
+def test_released_w2_halfcheetah_config():
+    """The authors' released W2 HalfCheetah settings; everything else as Table 2's W2."""
+    path = CONFIG_DIR / "released" / "w2_halfcheetah.yaml"
+    cfg = load_config(path)
+    assert (cfg.method, cfg.env_id, cfg.eps_mean, cfg.eps_cov, cfg.alpha) == (
+        "w2",
+        "HalfCheetah-v5",
+        0.085,
+        5e-5,
+        1.0,
+    )
+    assert (cfg.vf_lr, cfg.minibatch_size, cfg.rollout_steps // cfg.minibatch_size) == (
+        7.5e-4,
+        16,
+        128,
+    )
+    assert cfg.total_steps == 3_000_000
+    table2 = load_config(config_path("w2", "mujoco"), env_id="HalfCheetah-v5").to_dict()
+    changed = {k for k, v in cfg.to_dict().items() if table2[k] != v}
+    assert changed == {"eps_mean", "eps_cov", "alpha", "vf_lr", "minibatch_size"}

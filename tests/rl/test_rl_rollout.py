@@ -70,3 +70,27 @@ def test_batch_fields_and_episode_stats():
     np.testing.assert_array_equal(batch.rewards[:, 1], 2.0)
     assert list(episodes.recent_returns) == [2.0] and list(episodes.recent_lengths) == [2]
     np.testing.assert_array_equal(episodes.ep_return, [1.0, 6.0])
+
+
+@pytest.mark.parametrize("cov_type", ["diag", "full"])
+def test_numpy_actor_is_the_network_policy(cov_type):
+    """Rollouts act with the network's own, unprojected policy: the NumPy copy gives the same
+    mean and noise scale (std, or the Cholesky factor) as the torch module."""
+    import torch
+
+    from trpl_math.rl.networks import GaussianPolicy
+    from trpl_math.rl.rollout import numpy_actor
+
+    torch.manual_seed(0)
+    pi = GaussianPolicy(5, 3, [16, 16], cov_type=cov_type, init_std=0.7)
+    with torch.no_grad():
+        for p in pi.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    obs = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    mean, scale = numpy_actor(pi, "tanh")(obs)
+    with torch.no_grad():
+        m, cov = pi(torch.from_numpy(obs))
+    np.testing.assert_allclose(mean, m.numpy(), rtol=1e-5, atol=1e-6)
+    ref = cov.sqrt() if cov_type == "diag" else torch.linalg.cholesky(cov)
+    np.testing.assert_allclose(scale, ref[0].numpy(), rtol=1e-5, atol=1e-7)
+    assert numpy_actor(GaussianPolicy(5, 3, [8], contextual=True), "tanh") is None
