@@ -13,6 +13,7 @@ import datetime as dt
 import difflib
 import os
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -90,7 +91,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         try:
             _coerce(key, value)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"--set {key}={value}: {exc}") from exc
+            msg = str(exc)
+            if key not in msg:  # a conversion's own message, e.g. int('abc')
+                hint = typing.get_type_hints(TrainConfig)[key]
+                msg = f"{key} expects {getattr(hint, '__name__', hint)}, got {value!r}"
+            raise ValueError(f"--set {key}={value}: {msg}") from exc
     return ov
 
 
@@ -303,14 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "path", help="a run folder (its agent.pt, else checkpoints/latest.pt) or a .pt file"
     )
-    p.add_argument("--episodes", type=_positive_int, default=10)
+    p.add_argument("--episodes", type=_positive_int, default=10, help="episodes to run")
     p.add_argument("--seed-stream", type=int, default=99, help="evaluation seed stream")
     p.set_defaults(func=cmd_evaluate)
 
     p = add("plot", "mean +- 95%% CI learning curves over seeds")
     p.add_argument("runs", nargs="+", help="folders containing run folders")
-    p.add_argument("--out", default="curves.png")
-    p.add_argument("--column", default="eval_return")
+    p.add_argument("--out", default="curves.png", help="image file to write")
+    p.add_argument("--column", default="eval_return", help="progress.csv column")
     p.add_argument(
         "--smooth", type=_positive_int, default=1, help="moving average over this many iterations"
     )
@@ -318,9 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("table", "Table 1 format: 20%% and final windows, mean +- 95%% CI")
     p.add_argument("runs", nargs="+", help="folders containing run folders")
-    p.add_argument("--column", default="eval_return")
+    p.add_argument("--column", default="eval_return", help="progress.csv column")
     p.add_argument("--window", type=_positive_int, default=20, help="epochs per window")
-    p.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    p.add_argument("--format", choices=["markdown", "csv"], default="markdown", help="output")
     p.add_argument(
         "--planned-steps",
         type=_positive_int,
@@ -341,11 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_diagnostics)
 
     p = add("grid", "seeds x methods x tasks in parallel processes")
-    p.add_argument("--envs", nargs="+", default=["Hopper-v5"])
-    p.add_argument("--methods", nargs="+", type=_method_arg, default=["kl", "w2", "frob", "ppo"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--out", default="runs/grid")
-    p.add_argument("--workers", type=_positive_int, default=2)
+    p.add_argument("--envs", nargs="+", default=["Hopper-v5"], help="Gymnasium ids")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        type=_method_arg,
+        default=["kl", "w2", "frob", "ppo"],
+        help="methods (as for train)",
+    )
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="random seeds")
+    p.add_argument("--out", default="runs/grid", help="root of the run folders")
+    p.add_argument("--workers", type=_positive_int, default=2, help="parallel processes")
     p.add_argument("--slice", type=_positive_int, help="iterations per job per round (round-robin)")
     p.add_argument(
         "--deadline", help="ISO time (UTC if no zone) at which running jobs stop (resumable)"

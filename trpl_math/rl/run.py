@@ -49,6 +49,13 @@ class CheckpointError(RunError):
     """A checkpoint or agent file that cannot be read back."""
 
 
+def _corrupted(path: Path | str, why: BaseException | str) -> CheckpointError:
+    text = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
+    return CheckpointError(
+        f"checkpoint {path} is corrupted or incomplete: {' '.join(text.split())}"
+    )
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -131,14 +138,10 @@ def read_state(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, weights_only=False)
     except Exception as exc:  # UnpicklingError, EOFError, RuntimeError (zip), ...
-        raise CheckpointError(
-            f"checkpoint {path} is corrupted or incomplete: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise _corrupted(path, exc) from exc
     missing = [k for k in _AGENT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupted or incomplete: missing {', '.join(missing)}"
-        )
+        raise _corrupted(path, f"missing {', '.join(missing)}")
     return state
 
 
@@ -168,7 +171,7 @@ def trainer_from_state(state: dict[str, Any], path: str | Path) -> Trainer:
     try:
         cfg = config_from_dict(state["config"])
     except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupted or incomplete: {exc}") from exc
+        raise _corrupted(path, str(exc)) from exc
     trainer = Trainer(cfg)
     try:
         if "pi_opt" in state:
@@ -180,9 +183,7 @@ def trainer_from_state(state: dict[str, Any], path: str | Path) -> Trainer:
             trainer.global_step = int(state["global_step"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         trainer.close()
-        raise CheckpointError(
-            f"checkpoint {path} is corrupted or incomplete: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise _corrupted(path, exc) from exc
     return trainer
 
 
