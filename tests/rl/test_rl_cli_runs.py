@@ -209,11 +209,12 @@ class TestResume:
         for r in csv_rows:
             assert tb[int(r[1])] == pytest.approx(float(r[col]), rel=1e-6)
 
-    def test_resume_without_checkpoint_starts_over(self, tmp_path):
+    def test_resume_without_checkpoint_starts_over(self, tmp_path, capsys):
         out = tmp_path / "r"
         assert _train(out, "--max-iterations", "2") == 0
         shutil.rmtree(out / "checkpoints")
         assert _train(out, "--max-iterations", "1", "--resume") == 0
+        assert "no checkpoint in" in capsys.readouterr().err
         assert len(_rows(out)) == 1 and _tb_steps(out, "kl_mean") == [200]
 
 
@@ -297,6 +298,12 @@ class TestUserErrors:
         assert "no such checkpoint or agent file" in _one_error_line(capsys.readouterr().err)
         assert main(["evaluate", str(tmp_path)]) == 2
         assert "neither agent.pt nor checkpoints/latest.pt" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("cmd", ["table", "plot", "diagnostics"])
+    def test_missing_run_folder(self, tmp_path, capsys, cmd):
+        assert main([cmd, str(tmp_path / "nowhere")]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert line == f"trpl {cmd}: error: No such file or directory: {tmp_path / 'nowhere'}"
 
     def test_debug_shows_the_traceback(self, tmp_path):
         with pytest.raises(ValueError, match="unknown config key"):

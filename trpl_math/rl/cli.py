@@ -174,8 +174,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _load_runs(paths: list[str]) -> list | None:
     """The run folders under ``paths``, or None (said on stderr) when there are none."""
+    import errno
+
     from trpl_math.rl.analysis import load_runs
 
+    for p in paths:
+        if not Path(p).exists():
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", p)
     runs = load_runs(paths)
     if not runs:
         print("no runs found", file=sys.stderr)

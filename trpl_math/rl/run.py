@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -300,6 +301,12 @@ def train(
     else:
         trainer = Trainer(cfg)
     try:
+        if resume and not resuming and existing:
+            print(
+                f"no checkpoint in {ckpt_dir}: starting from scratch (the earlier attempt's "
+                "files are deleted)",
+                file=sys.stderr,
+            )
         if overwrite or (resume and not resuming):
             _clear_run(out)  # without a checkpoint nothing of an earlier attempt is kept
         try:
