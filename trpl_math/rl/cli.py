@@ -405,7 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"{prog}: interrupted", file=sys.stderr)
+        hint = ""
+        if args.command == "train":
+            hint = (
+                " (agent.pt holds the last completed iteration; --resume continues from the "
+                "last checkpoint)"
+            )
+        print(f"{prog}: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug or not isinstance(exc, _user_errors()):
