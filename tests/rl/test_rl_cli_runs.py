@@ -188,6 +188,19 @@ class TestResume:
         assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
         assert len(_rows(out)) == 5
 
+    def test_a_field_the_saved_config_lacks_takes_its_default(self, tmp_path):
+        import yaml
+
+        out = tmp_path / "r"
+        assert _train(out, "--max-iterations", "1") == 0
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+        del saved["clip_actions"]  # a run written before the field existed
+        (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+        # grid-style: the whole requested config is compared
+        cfg = load_config(method="kl", env_id=TOY, overrides=_tiny_overrides(1000))
+        run_mod.train(cfg, out, resume=True, progress=False, max_iterations=2)
+        assert len(_rows(out)) == 2
+
     def test_tensorboard_holds_every_iteration_once(self, tmp_path):
         """A crash after iteration 3 was logged but before its checkpoint: the resume from
         iteration 2 keeps iteration 2 (the checkpointed one) and logs 3 to 5 anew."""
@@ -216,6 +229,11 @@ class TestResume:
         assert _train(out, "--max-iterations", "1", "--resume") == 0
         assert "no checkpoint in" in capsys.readouterr().err
         assert len(_rows(out)) == 1 and _tb_steps(out, "kl_mean") == [200]
+
+
+def _tiny_overrides(steps: int) -> dict[str, str]:
+    pairs = dict(item.split("=", 1) for item in TINY[1::2])
+    return {**pairs, "total_steps": str(steps), "seed": "0"}
 
 
 def _checkpointed_run(tmp_path: Path) -> Path:

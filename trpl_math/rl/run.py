@@ -290,6 +290,8 @@ def train(
 
             with contextlib.suppress(yaml.YAMLError):
                 saved = yaml.safe_load((out / "config.yaml").read_text()) or saved
+        # fields the saved run predates take their defaults, as when its checkpoint loads
+        saved = {**TrainConfig().to_dict(), **saved}
         diffs = config_differences(saved, cfg.to_dict(), compare)
         if diffs:
             raise RunError(
