@@ -38,6 +38,30 @@ def test_example_runs(name: str, code: str) -> None:
     exec(compile(code, name, "exec"), {"__name__": "__docs__"})
 
 
+def test_torch_layer_ppo_example_holds_its_bounds() -> None:
+    """docs/torch_layer.md's PPO loop: the projected policy within both bounds at every
+    iteration, the std parameter set from the projection, and the task learned."""
+    import torch
+
+    (code,) = [c for _, c in _blocks("docs/torch_layer.md") if "history.append" in c]
+    ns: dict = {"__name__": "__docs__"}
+    exec(compile(code, "docs/torch_layer.md#ppo", "exec"), ns)
+    layer, history = ns["layer"], ns["history"]
+    assert len(history) == ns["iterations"] == 20
+    for mean_part, cov_part in history:
+        assert mean_part <= layer.eps_mean * (1 + 1e-9)
+        assert cov_part <= layer.eps_cov * (1 + 1e-9)
+    assert max(m for m, _ in history) > 0.5 * layer.eps_mean  # the bound was active
+    # the re-projection: the std that acts next is within the covariance bound of the last old
+    assert ns["log_std"].shape == (ns["act_dim"],)
+    with torch.no_grad():
+        var = (2 * ns["log_std"]).exp()
+        old = ns["old"]
+        kl_cov = layer.divergence(old.mean, var, old.mean, old.cov).cov
+    assert float(kl_cov.max()) <= layer.eps_cov * (1 + 1e-9)
+    assert ns["returns"][-1] > 0.5 * ns["returns"][0]  # rewards are negative: it learned
+
+
 def test_regression_unbatched_torch_kl_joint() -> None:
     """A single state without batch dimensions: the host Newton solve returns a NumPy scalar."""
     import torch

@@ -94,7 +94,8 @@ class TestTrustRegionLayer:
         raw = _inputs(diag)
         mean, cov, old_mean, old_cov = (a.clone().requires_grad_() for a in raw)
         layer = _layer(measure, diag)
-        proj = layer(mean, cov, old_mean, old_cov)
+        with pytest.warns(UserWarning, match="old_mean and old_cov carry gradients"):
+            proj = layer(mean, cov, old_mean, old_cov)
         pen = layer.penalty(proj, mean, cov)
         assert float(pen.detach()) > 0
         g = torch.autograd.grad(pen, (mean, cov, old_mean, old_cov), allow_unused=True)
@@ -216,3 +217,180 @@ class TestEntropySchedule:
         proj = layer(mean, cov, old_mean, old_cov, step=0)
         ref = _layer("frob", True)(mean, cov, old_mean, old_cov)
         assert torch.equal(proj.cov, ref.cov)
+
+
+def _full_problem(batch: int, d: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(batch * 10 + d)
+    a = torch.randn(batch, d, d, generator=g, dtype=torch.float64)
+    cov = a @ a.mT + 0.5 * torch.eye(d, dtype=torch.float64)
+    old = torch.eye(d, dtype=torch.float64).expand(batch, d, d)
+    mean = torch.randn(batch, d, generator=g, dtype=torch.float64)
+    return [mean, cov, torch.zeros(batch, d, dtype=torch.float64), old]
+
+
+class TestDiagDefault:
+    """One ``diag`` default for the layer and the functions: ``False`` (issue 11)."""
+
+    def test_default_is_false_like_the_functions(self) -> None:
+        layer = TrustRegionLayer("kl", eps_mean=EPS_MEAN, eps_cov=EPS_COV)
+        assert layer.diag is False
+        args = _full_problem(batch=2, d=2)  # a batch of d full matrices: (d, d, d)
+        proj = layer(*args)
+        ref = tm.kl_projection(*args, eps_mean=EPS_MEAN, eps_cov=EPS_COV)
+        torch.testing.assert_close(proj.cov, ref.cov, rtol=0, atol=0)
+        assert proj.cov.shape == (2, 2, 2)
+
+    def test_regression_unbatched_full_cov_not_read_as_variances(self) -> None:
+        mean, cov, old_mean, old_cov = (a[0] for a in _full_problem(batch=1, d=3))
+        proj = TrustRegionLayer("frob", eps_mean=EPS_MEAN, eps_cov=EPS_COV)(
+            mean, cov, old_mean, old_cov
+        )
+        ref = tm.frobenius_projection(
+            mean, cov, old_mean, old_cov, eps_mean=EPS_MEAN, eps_cov=EPS_COV, diag=False
+        )
+        torch.testing.assert_close(proj.cov, ref.cov, rtol=0, atol=0)
+        assert proj.mean.shape == (3,)  # read as variances it would be a batch of 3
+
+    def test_diag_must_be_a_bool(self) -> None:
+        with pytest.raises(TypeError, match="diag"):
+            TrustRegionLayer("kl", eps_mean=0.1, eps_cov=0.1, diag="yes")
+
+
+class TestBounds:
+    @pytest.mark.parametrize(
+        "value",
+        [np.float32(0.03), np.float64(0.03), np.array(0.03), torch.tensor(0.03), 3, np.int64(3)],
+    )
+    def test_numpy_and_0d_bounds_accepted(self, value) -> None:
+        layer = TrustRegionLayer("kl_joint", eps_mean=value, eps_cov=value, eps=value, diag=True)
+        assert layer.eps_mean == pytest.approx(float(value)) and type(layer.eps) is float
+        mean, cov, old_mean, old_cov = _inputs(True)
+        proj = layer(mean, cov, old_mean, old_cov)
+        kl = tm.kl_divergence(*proj, old_mean, old_cov, diag=True).total
+        assert float(kl.max()) <= float(value) * (1 + 1e-9)
+
+    @pytest.mark.parametrize("value", [True, "0.1", np.array([0.1]), None, np.float32("nan")])
+    def test_other_values_rejected(self, value) -> None:
+        with pytest.raises(ValueError, match="eps_mean must be a finite number > 0"):
+            TrustRegionLayer("kl", eps_mean=value, eps_cov=0.1)
+
+
+def _small(diag: bool) -> list[torch.Tensor]:
+    f64 = torch.float64
+    var = torch.tensor([[2.0, 0.5]], dtype=f64).expand(4, 2)
+    cov = var if diag else torch.diag_embed(var)
+    old_cov = torch.ones_like(var) if diag else torch.eye(2, dtype=f64).expand(4, 2, 2)
+    return [torch.ones(4, 2, dtype=f64), cov, torch.zeros(4, 2, dtype=f64), old_cov]
+
+
+class TestPenaltyArguments:
+    def _setup(self, diag: bool = True):
+        """4 states, d = 2."""
+        layer = _layer("kl", diag)
+        mean, cov, old_mean, old_cov = _small(diag)
+        return layer, layer(mean, cov, old_mean, old_cov), mean, cov
+
+    def test_cov_defaults_to_none(self) -> None:
+        layer, proj, mean, _ = self._setup()
+        torch.testing.assert_close(layer.penalty(proj, mean), layer.penalty(proj, mean, None))
+
+    @pytest.mark.parametrize("validate", [True, False])
+    def test_wrong_size_cov_is_named_cov(self, validate: bool) -> None:
+        layer, proj, mean, _ = self._setup()
+        layer.validate = validate
+        with pytest.raises(ValueError, match=r"^cov has shape \(4, 3\)") as exc:
+            layer.penalty(proj, mean, torch.ones(4, 3, dtype=torch.float64))
+        assert "old_cov" not in str(exc.value)
+
+    def test_wrong_size_full_cov(self) -> None:
+        layer, proj, mean, cov = self._setup(diag=False)
+        with pytest.raises(ValueError, match=r"^cov has shape \(4, 2\), expected \(\.\.\., d, d\)"):
+            layer.penalty(proj, mean, cov[..., 0])
+
+    def test_a_tuple_is_not_a_projection(self) -> None:
+        layer, proj, mean, cov = self._setup()
+        with pytest.raises(TypeError, match="proj must be the Gaussian returned by the layer"):
+            layer.penalty(tuple(proj), mean, cov)
+        with pytest.raises(TypeError, match=r"mean must be a torch\.Tensor"):
+            layer.penalty(proj, mean.numpy(), cov)
+
+    @pytest.mark.parametrize("validate", [True, False])
+    def test_batch_mismatch_names_both(self, validate: bool) -> None:
+        layer, proj, mean, cov = self._setup()
+        layer.validate = validate
+        other = torch.zeros(5, mean.shape[-1], dtype=torch.float64)
+        with pytest.raises(ValueError, match=r"mean \(5, 2\), proj.mean \(4, 2\)"):
+            layer.penalty(proj, other, cov)
+        with pytest.raises(ValueError, match=r"mean \(5, 2\), proj.mean \(4, 2\)"):
+            layer.penalty(proj, other)  # cov=None
+        with pytest.raises(ValueError, match=r"cov \(5, 2\), proj.cov \(4, 2\)"):
+            layer.penalty(proj, mean, torch.ones(5, 2, dtype=torch.float64))
+        with pytest.raises(ValueError, match=r"mean has shape \(4, 3\), proj\.mean"):
+            layer.penalty(proj, torch.zeros(4, 3, dtype=torch.float64), cov)
+
+    @pytest.mark.parametrize("validate", [True, False])
+    def test_forward_shape_errors_name_the_arguments(self, validate: bool) -> None:
+        layer = _layer("kl", True, validate=validate)
+        mean, cov, old_mean, old_cov = _small(True)
+        with pytest.raises(ValueError, match=r"mean \(5, 2\), cov \(4, 2\), old_mean"):
+            layer(torch.zeros(5, 2, dtype=torch.float64), cov, old_mean, old_cov)
+        with pytest.raises(ValueError, match=r"^old_cov has shape \(4, 3\)"):
+            layer(mean, cov, old_mean, torch.ones(4, 3, dtype=torch.float64))
+        with pytest.raises(TypeError, match=r"old_mean must be a torch\.Tensor"):
+            layer(mean, cov, old_mean.numpy(), old_cov)
+
+
+class TestOldPolicyWithGradients:
+    """A forgotten ``.detach()``: the layer detaches the old policy and warns once."""
+
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_gradients_as_with_detach_and_one_warning(self, diag: bool) -> None:
+        torch.manual_seed(0)
+        d = 2
+        net = torch.nn.Linear(3, d).double()
+        obs = torch.randn(16, 3, dtype=torch.float64)
+        var = torch.full((d,), 0.5, dtype=torch.float64)
+        cov = var if diag else torch.diag(var)
+        actions = torch.randn(16, d, dtype=torch.float64)
+
+        def grads(forget: bool, layer: TrustRegionLayer) -> list[torch.Tensor]:
+            net.zero_grad()
+            with torch.no_grad():
+                net.weight.add_(0.0)  # same parameters for both calls
+            old_mean = net(obs) if forget else net(obs).detach()
+            mean = net(obs) + 0.3  # the new policy, moved away from the old one
+            proj = layer(mean, cov, old_mean, cov)
+            logp = layer.distribution(proj).log_prob(actions)
+            loss = -logp.mean() + layer.penalty(proj, mean)
+            loss.backward()
+            return [p.grad.clone() for p in net.parameters()]
+
+        layer = _layer("kl", diag)
+        ref = grads(False, layer)
+        with pytest.warns(UserWarning, match="old_mean carry gradients") as rec:
+            got = grads(True, layer)
+            grads(True, layer)  # a second call does not warn again
+        assert len(rec) == 1
+        for a, b in zip(got, ref, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+class TestDistributionView:
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_distribution_log_prob_and_entropy(self, diag: bool) -> None:
+        layer = _layer("kl", diag)
+        mean, cov, old_mean, old_cov = _inputs(diag)
+        proj = layer(mean, cov, old_mean, old_cov)
+        dist = layer.distribution(proj)
+        x = torch.zeros_like(proj.mean)
+        if diag:
+            ref = torch.distributions.Normal(proj.mean, proj.cov.sqrt())
+            torch.testing.assert_close(dist.log_prob(x), ref.log_prob(x).sum(-1))
+            torch.testing.assert_close(proj.std(diag=True), proj.cov.sqrt())
+        else:
+            ref = torch.distributions.MultivariateNormal(proj.mean, covariance_matrix=proj.cov)
+            torch.testing.assert_close(dist.log_prob(x), ref.log_prob(x))
+            with pytest.raises(ValueError, match="scale_tril"):
+                proj.std(diag=False)
+        torch.testing.assert_close(dist.entropy(), tm.entropy(proj.cov, diag=diag))
+        assert dist.batch_shape == proj.mean.shape[:-1] and dist.event_shape == proj.mean.shape[-1:]

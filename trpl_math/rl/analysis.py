@@ -92,6 +92,34 @@ def table1_windows(
     return slice(start, start + window), slice(max(n_iters - window, 0), n_iters)
 
 
+def window_warnings(
+    name: str, n_iters: int, window: int, w20: slice, wend: slice, planned: int | None = None
+) -> list[str]:
+    """What makes :func:`table1_windows`' two windows of a run of ``n_iters`` iterations not
+    the paper's: fewer iterations than a window, the same or overlapping windows, a 20% window
+    moved from 20% of training so that it fits."""
+    a, b, c, e = w20.start + 1, w20.stop, wend.start + 1, wend.stop
+    if n_iters < window:
+        return [
+            f"{name}: {n_iters} iterations logged, fewer than --window {window}: "
+            f"both windows are iterations 1-{n_iters}"
+        ]
+    notes = []
+    if (a, b) == (c, e):
+        notes.append(f"{name}: the 20% and the final window are the same, iterations {a}-{b}")
+    elif b >= c:
+        notes.append(
+            f"{name}: the 20% window (iterations {a}-{b}) and the final one ({c}-{e}) overlap"
+        )
+    nominal = round(0.2 * (n_iters if planned is None else planned))
+    if w20.start != nominal:
+        notes.append(
+            f"{name}: the 20% window starts at iteration {a}, not at 20% of training "
+            f"({nominal + 1}), to fit in the {n_iters} logged iterations"
+        )
+    return notes
+
+
 CI_OVER = ("epochs", "seeds")
 
 
@@ -123,6 +151,7 @@ def table_rows(
             per_iter = group[0].columns["global_step"][0]
             planned = int(planned_steps // per_iter)
         w20, wend = table1_windows(n, window, planned)
+        notes = window_warnings(f"{env} {group[0].label}", n, window, w20, wend, planned)
         v20 = np.stack([r.columns[column][:n][w20] for r in group])  # (seeds, epochs)
         vend = np.stack([r.columns[column][:n][wend] for r in group])
         steps = int(group[0].columns["global_step"][n - 1])
@@ -138,6 +167,8 @@ def table_rows(
                 "iterations": n,
                 "steps": steps,
                 "window_20": (w20.start, w20.stop),
+                "window_final": (wend.start, wend.stop),
+                "warnings": notes,
                 "ci_over": ci_over,
                 "20%": summary(v20),
                 "final": summary(vend),
