@@ -167,3 +167,13 @@ def test_released_w2_halfcheetah_config():
     table2 = load_config(config_path("w2", "mujoco"), env_id="HalfCheetah-v5").to_dict()
     changed = {k for k, v in cfg.to_dict().items() if table2[k] != v}
     assert changed == {"eps_mean", "eps_cov", "alpha", "vf_lr", "minibatch_size"}
+
+
+@pytest.mark.parametrize(("key", "value"), [("eps_mean", "abc"), ("epochs", "2.5"), ("lr", "x")])
+def test_conversion_errors_name_the_key(key, value):
+    from trpl_math.rl.config import coerce_field
+
+    with pytest.raises(ValueError, match=rf"^{key} expects"):
+        coerce_field(key, value)
+    with pytest.raises(ValueError, match=key):
+        load_config(overrides={key: value})

@@ -13,7 +13,6 @@ import datetime as dt
 import difflib
 import os
 import sys
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -77,7 +76,7 @@ def _method_arg(value: str) -> str:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     """``--set`` items plus ``--steps``, each checked: unknown keys and bad values are named."""
-    from trpl_math.rl.config import TrainConfig, _coerce, parse_overrides
+    from trpl_math.rl.config import TrainConfig, coerce_field, parse_overrides
 
     ov = list(args.overrides)
     if getattr(args, "steps", None) is not None:
@@ -89,13 +88,9 @@ def _overrides(args: argparse.Namespace) -> list[str]:
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ValueError(f"--set {key}={value}: unknown config key{hint}")
         try:
-            _coerce(key, value)
-        except (ValueError, TypeError) as exc:
-            msg = str(exc)
-            if key not in msg:  # a conversion's own message, e.g. int('abc')
-                hint = typing.get_type_hints(TrainConfig)[key]
-                msg = f"{key} expects {getattr(hint, '__name__', hint)}, got {value!r}"
-            raise ValueError(f"--set {key}={value}: {msg}") from exc
+            coerce_field(key, value)
+        except ValueError as exc:
+            raise ValueError(f"--set {key}={value}: {exc}") from exc
     return ov
 
 

@@ -234,8 +234,25 @@ class TrainConfig:
 _HINTS = typing.get_type_hints(TrainConfig)
 
 
+def coerce_field(name: str, value: Any) -> Any:
+    """Convert ``value`` (from YAML or a ``--set`` string) to the type of field ``name``.
+
+    Raises:
+        ValueError: naming ``name``, the type it expects and the value, when it does not
+            convert.
+    """
+    try:
+        return _coerce(name, value)
+    except (TypeError, ValueError) as exc:
+        if name in str(exc):
+            raise ValueError(str(exc)) from None
+        hint = _HINTS[name]
+        raise ValueError(
+            f"{name} expects {getattr(hint, '__name__', hint)}, got {value!r}"
+        ) from None
+
+
 def _coerce(name: str, value: Any) -> Any:
-    """Convert ``value`` (from YAML or a ``--set`` string) to the type of field ``name``."""
     hint = _HINTS[name]
     is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     args = typing.get_args(hint) if is_union else ()
@@ -295,7 +312,7 @@ def config_from_dict(data: dict[str, Any], base: TrainConfig | None = None) -> T
         raise ValueError(f"unknown config keys: {unknown}")
     cfg = dataclasses.replace(base) if base is not None else TrainConfig()
     for key, value in data.items():
-        setattr(cfg, key, _coerce(key, value))
+        setattr(cfg, key, coerce_field(key, value))
     return cfg.validate()
 
 
