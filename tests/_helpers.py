@@ -23,7 +23,7 @@ Array = Any
 #: Relative tolerance in units of the dtype's machine epsilon used by default.
 DEFAULT_ULPS = 256.0
 
-#: Relative error allowed for "lands exactly on the bound" in float64 (issue 2).
+#: Relative error allowed for "lands exactly on the bound" in float64.
 LAND_RTOL_F64 = 1e-10
 
 

@@ -12,7 +12,7 @@ import pytest
 import trpl_math
 import trpl_math.torch
 
-#: The names of /tmp/trpl/CONTRACT.md, plus ``wasserstein_commuting_cov_part`` (the covariance
+#: The public names the docs promise, plus ``wasserstein_commuting_cov_part`` (the covariance
 #: part that ``wasserstein_projection(exact=False)`` bounds, exported so that it can be measured).
 CONTRACT = {
     "kl_divergence",

@@ -229,7 +229,7 @@ def _full_problem(batch: int, d: int) -> list[torch.Tensor]:
 
 
 class TestDiagDefault:
-    """One ``diag`` default for the layer and the functions: ``False`` (issue 11)."""
+    """One ``diag`` default for the layer and the functions: ``False``."""
 
     def test_default_is_false_like_the_functions(self) -> None:
         layer = TrustRegionLayer("kl", eps_mean=EPS_MEAN, eps_cov=EPS_COV)

@@ -1,5 +1,5 @@
 """The command line never loses a run: taken folders, resume rules, TensorBoard across a resume,
-one-line user errors, an agent at every stop (issue 11, item 4)."""
+one-line user errors, an agent at every stop."""
 
 from __future__ import annotations
 
