@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
 import threading
 import time
 import types
 from pathlib import Path
 
 import pytest
+from toy_env import register
 
-ray = pytest.importorskip("ray")
+from trpl_math.rl.cli import main
+from trpl_math.rl.grid import make_jobs, run_grid
 
-from toy_env import register  # noqa: E402
-
-from trpl_math.rl import grid_ray  # noqa: E402
-from trpl_math.rl.cli import main  # noqa: E402
-from trpl_math.rl.grid import make_jobs, run_grid  # noqa: E402
+ROOT = Path(__file__).parents[2]
 
 TOY = register()
 ITERS = 10
@@ -41,13 +41,22 @@ FOLDERS = [f"{TOY}/kl/seed_0", f"{TOY}/ppo/seed_0"]
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def grid_ray():
+    """``trpl_math.rl.grid_ray``; the test is skipped without Ray."""
+    pytest.importorskip("ray")
+    from trpl_math.rl import grid_ray
+
+    return grid_ray
+
+
+@pytest.fixture(scope="module")
+def local_ray(grid_ray):
     """A private local Ray instance of 2 CPUs whose workers can import ``toy_env``."""
-    here = str(Path(__file__).parent)
-    root = str(Path(__file__).parents[2])
+    import ray
+
     with pytest.MonkeyPatch.context() as mp:
         # the workers inherit the environment of the raylet started by ray.init
-        path = [here, root, *filter(None, [os.environ.get("PYTHONPATH")])]
+        path = [str(Path(__file__).parent), str(ROOT), *filter(None, [os.getenv("PYTHONPATH")])]
         mp.setenv("PYTHONPATH", os.pathsep.join(path))
         mp.setenv("OMP_NUM_THREADS", "1")
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -90,7 +99,7 @@ def test_ray_grid_gives_the_local_logs(local_ray, local_grid, tmp_path, capsys):
 
 @pytest.mark.parametrize("grace", [10.0, 0.0], ids=["interrupted", "killed"])
 def test_ray_grid_cancelled_at_deadline_resumes(
-    local_ray, local_grid, tmp_path, monkeypatch, grace
+    grid_ray, local_ray, local_grid, tmp_path, monkeypatch, grace
 ):
     out = tmp_path / "ray"
     jobs = make_jobs(out, [TOY], ["kl", "ppo"], [0], TINY)
@@ -127,8 +136,24 @@ def test_ray_grid_cancelled_at_deadline_resumes(
     assert not any((out / rel / "agent.pt").exists() for rel in FOLDERS)
     monkeypatch.undo()
 
-    # the same sweep again (here in slices of 3) continues each run from its checkpoint
-    assert main(["grid", *GRID, "--out", str(out), "--backend", "ray", "--slice", "3"]) == 0
+    # the same sweep again (here in slices of 3) continues each run from its checkpoint; after
+    # the kill, from another process that joins the running instance as it would a cluster
+    args = ["grid", *GRID, "--out", str(out), "--backend", "ray", "--slice", "3"]
+    if grace > 0:
+        assert main(args) == 0
+    else:
+        import ray
+
+        address = ray.get_runtime_context().gcs_address
+        res = subprocess.run(
+            [sys.executable, "-m", "trpl_math.rl", *args, "--address", address],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "Ray: 2 CPUs in the cluster" in res.stdout
     _assert_same_runs(local_grid, out)
 
 
@@ -144,8 +169,27 @@ def test_local_backend_rejects_ray_options(tmp_path):
         run_grid([], backend="dask")
 
 
-def test_job_cpus(tmp_path):
+def test_job_cpus(grid_ray, tmp_path):
     (job,) = make_jobs(tmp_path, [TOY], ["kl"], [0], {"torch_threads": 3})
     assert grid_ray.job_cpus(job) == 3.0 and grid_ray.job_cpus(job, 0.5) == 0.5
     with pytest.raises(ValueError, match="cpus_per_job"):
         grid_ray.job_cpus(job, 0)
+
+
+def test_local_backend_needs_no_ray():
+    code = (
+        "import sys\n"
+        "sys.modules['ray'] = None  # import ray fails\n"
+        "from trpl_math.rl.grid import run_grid\n"
+        "assert run_grid([]) == {}\n"
+        "try:\n"
+        "    run_grid([], backend='ray')\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert "pip install 'trpl_math[cluster]'" in res.stdout
