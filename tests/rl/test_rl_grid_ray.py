@@ -133,7 +133,7 @@ def test_ray_grid_cancelled_at_deadline_resumes(
     assert "deadline reached, cancelled 2 outstanding jobs" in logs
     stopped_at = [_rows(out / rel) for rel in FOLDERS]
     assert all(2 <= n < ITERS for n in stopped_at), stopped_at
-    assert not any((out / rel / "agent.pt").exists() for rel in FOLDERS)
+    assert all((out / rel / "checkpoints" / "latest.pt").exists() for rel in FOLDERS)
     monkeypatch.undo()
 
     # the same sweep again (here in slices of 3) continues each run from its checkpoint; after

@@ -106,13 +106,13 @@ def run_grid_ray(
             (:func:`trpl_math.rl.grid.run_setup`).
         grace: seconds between interrupting the tasks at the deadline and killing them.
     """
-    started = False
-    if not ray.is_initialized():
-        if address is None:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
-        else:
-            ray.init(address=address)
-        started = True
+    started = not ray.is_initialized()
+    if not started:
+        log("using the Ray instance this process is connected to")
+    elif address is None:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    else:
+        ray.init(address=address)
     # workers may run elsewhere: give them (and compare statuses by) absolute folders
     given = {os.path.abspath(j.folder): j.folder for j in jobs}
     jobs = [dataclasses.replace(j, folder=os.path.abspath(j.folder)) for j in jobs]
