@@ -119,7 +119,10 @@ def run_grid_ray(
     cpus = {j.folder: job_cpus(j, cpus_per_job) for j in jobs}
     status: dict[str, str] = {}
     pending: list[Any] = []
-    log(f"Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs in the cluster")
+    total = ray.cluster_resources().get("CPU", 0)
+    log(f"Ray: {total:g} CPUs in the cluster")
+    if cpus and max(cpus.values()) > total:  # Ray waits for a node that large to join
+        log(f"warning: a job asks for {max(cpus.values()):g} CPUs, the cluster has {total:g}")
     try:
         while True:
             if deadline is not None and time.time() >= deadline:
