@@ -242,6 +242,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
         args.slice,
         deadline,
         log=lambda s: print(f"[{dt.datetime.now(dt.UTC):%H:%M:%S}] {s}", flush=True),
+        backend=args.backend,
+        address=args.address,
+        cpus_per_job=args.cpus_per_job,
+        setup=args.setup,
     )
     bad = [f for f, s in status.items() if s != "ok"]
     return 1 if bad else 0
@@ -360,6 +364,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slice", type=_positive_int, help="iterations per job per round (round-robin)")
     p.add_argument(
         "--deadline", help="ISO time (UTC if no zone) at which running jobs stop (resumable)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: --workers processes here; ray: one Ray task per job (needs the cluster "
+        "extra; with no --address a local Ray instance of --workers CPUs)",
+    )
+    p.add_argument(
+        "--address",
+        help="ray: the cluster to join (auto: the one `ray start` made on this node; HOST:PORT)",
+    )
+    p.add_argument(
+        "--cpus-per-job",
+        type=float,
+        help="ray: CPUs each job asks for (default: its torch_threads, 1)",
+    )
+    p.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        metavar="MODULE[:FUNC]",
+        help="import MODULE (and call FUNC) in every job's process first, e.g. to register a "
+        "custom task (repeatable)",
     )
     _add_config_args(p)
     p.set_defaults(func=cmd_grid)

@@ -4,15 +4,23 @@ Each job trains into ``<out>/<env_id>/<method>/seed_<k>`` and is resumable. With
 the grid runs in rounds: every job advances by that many iterations per round (round-robin),
 so that all runs make equal progress and a deadline leaves comparable partial runs; calling the
 grid again continues every run where it stopped.
+
+Two back ends run the jobs, chosen by ``run_grid(..., backend=)``: ``"local"`` (the default), a
+pool of worker processes on this machine, and ``"ray"``, Ray tasks on a local or an existing Ray
+cluster (:mod:`trpl_math.rl.grid_ray`, needs the ``cluster`` extra; imported only when chosen).
+Both train every job through :func:`_run_job`, i.e. ``train(cfg, folder, resume=True)``, so they
+write the same folders and logs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import multiprocessing as mp
 import os
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +58,27 @@ def make_jobs(
     return jobs
 
 
-def _run_job(args: tuple[Job, int | None]) -> tuple[str, str]:
-    job, max_iterations = args
+def run_setup(setup: Sequence[str]) -> None:
+    """Import each ``"module"`` or ``"module:function"`` of ``setup`` (and call the function).
+
+    Runs in every job's process before training, e.g. to register custom Gymnasium tasks
+    (``tests/rl/toy_env.py``: ``"toy_env:register"``); the module must be importable there.
+    """
+    for spec in setup:
+        module, _, func = spec.partition(":")
+        mod = importlib.import_module(module)
+        if func:
+            getattr(mod, func)()
+
+
+def _run_job(args: tuple[Job, int | None, Sequence[str]]) -> tuple[str, str]:
+    """Train ``job`` (resuming its folder) up to ``max_iterations``; ``(folder, status)``."""
+    job, max_iterations, setup = args
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from trpl_math.rl.run import train
 
     try:
+        run_setup(setup)
         overrides = dict(job.overrides) | {"seed": str(job.seed)}
         cfg = load_config(method=job.method, env_id=job.env_id, overrides=overrides)
         train(cfg, job.folder, resume=True, progress=False, max_iterations=max_iterations)
@@ -77,14 +100,46 @@ def run_grid(
     slice_iters: int | None = None,
     deadline: float | None = None,
     log: Any = print,
+    *,
+    backend: str = "local",
+    address: str | None = None,
+    cpus_per_job: float | None = None,
+    setup: Sequence[str] = (),
 ) -> dict[str, str]:
-    """Run ``jobs`` with ``workers`` processes; returns ``{folder: status}``.
+    """Run ``jobs`` with ``workers`` processes (or on Ray); returns ``{folder: status}``.
 
     Args:
         slice_iters: iterations per job per round (None: each job runs to completion at once).
         deadline: UNIX time at which running jobs are stopped (each continues from its last
             checkpoint when the grid is run again) and nothing new is started.
+        backend: ``"local"`` (worker processes) or ``"ray"`` (see
+            :func:`trpl_math.rl.grid_ray.run_grid_ray`; ``workers`` is then the CPU count of
+            the local Ray instance started when ``address`` is None).
+        address: Ray only: the cluster to connect to (``"auto"``, ``"HOST:PORT"``).
+        cpus_per_job: Ray only: CPUs each job asks for (default: its ``torch_threads``).
+        setup: ``"module[:function]"`` imported (and called) in every job's process before
+            training, e.g. to register custom tasks (:func:`run_setup`).
+
+    Raises:
+        ValueError: an unknown ``backend``, or Ray-only options with the local one.
     """
+    if backend == "ray":
+        from trpl_math.rl.grid_ray import run_grid_ray
+
+        return run_grid_ray(
+            jobs,
+            slice_iters,
+            deadline,
+            log,
+            address=address,
+            num_cpus=workers,
+            cpus_per_job=cpus_per_job,
+            setup=tuple(setup),
+        )
+    if backend != "local":
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if address is not None or cpus_per_job is not None:
+        raise ValueError("address and cpus_per_job need backend='ray'")
     ctx = mp.get_context("spawn")
     status: dict[str, str] = {}
     with ctx.Pool(workers, maxtasksperchild=1) as pool:
@@ -93,15 +148,9 @@ def run_grid(
             if deadline is not None and time.time() >= deadline:
                 log("deadline reached, stopping")
                 break
-            if slice_iters is None:
-                tasks = [(j, None) for j in jobs]
-            else:
+            if slice_iters is not None:
                 round_no += 1
-                tasks = [
-                    (j, _iterations_done(j.folder) + slice_iters)
-                    for j in jobs
-                    if status.get(j.folder, "ok") == "ok"
-                ]
+            tasks = [(j, m, tuple(setup)) for j, m in round_tasks(jobs, status, slice_iters)]
             results = []
             it = pool.imap_unordered(_run_job, tasks)
             while True:
@@ -124,10 +173,28 @@ def run_grid(
                     log(st)
             if slice_iters is None:
                 break
-            finished = all(_iterations_done(j.folder) >= _total_iters(j) for j in jobs)
-            if finished or not results:
+            if all_finished(jobs) or not results:
                 break
     return status
+
+
+def round_tasks(
+    jobs: list[Job], status: dict[str, str], slice_iters: int | None
+) -> list[tuple[Job, int | None]]:
+    """``(job, max_iterations)`` of the next round: all jobs to completion (no slices), or each
+    job not failed so far ``slice_iters`` iterations past what its folder holds."""
+    if slice_iters is None:
+        return [(j, None) for j in jobs]
+    return [
+        (j, _iterations_done(j.folder) + slice_iters)
+        for j in jobs
+        if status.get(j.folder, "ok") == "ok"
+    ]
+
+
+def all_finished(jobs: list[Job]) -> bool:
+    """Whether every job's folder holds its full budget of iterations."""
+    return all(_iterations_done(j.folder) >= _total_iters(j) for j in jobs)
 
 
 def _total_iters(job: Job) -> int:
