@@ -177,3 +177,37 @@ def test_conversion_errors_name_the_key(key, value):
         coerce_field(key, value)
     with pytest.raises(ValueError, match=key):
         load_config(overrides={key: value})
+
+
+class TestMethodNames:
+    """One registry of the measures (trpl_math.measures) and one reading of the ``_e`` suffix."""
+
+    def test_projection_methods_are_the_registry(self):
+        from trpl_math.measures import MEASURES
+        from trpl_math.rl.config import PROJECTION_METHODS
+        from trpl_math.torch import MEASURES as LAYER_MEASURES
+
+        assert PROJECTION_METHODS == tuple(MEASURES) == LAYER_MEASURES
+
+    @pytest.mark.parametrize(
+        ("name", "expected"),
+        [
+            ("kl", ("kl", False)),
+            ("kl_e", ("kl", True)),
+            ("kl_joint_e", ("kl_joint", True)),
+            ("ppo", ("ppo", False)),
+            ("papi", ("papi", False)),
+        ],
+    )
+    def test_split_method(self, name, expected):
+        from trpl_math.rl.config import method_label, split_method
+
+        assert split_method(name) == expected
+        assert method_label(*expected) == name
+
+    @pytest.mark.parametrize("name", ["ppo_e", "papi_e", "klx", "", "_e"])
+    def test_split_method_rejects(self, name):
+        from trpl_math.rl.config import split_method
+
+        with pytest.raises(ValueError, match="method must be one of"):
+            split_method(name)

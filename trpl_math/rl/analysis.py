@@ -16,6 +16,8 @@ import numpy as np
 import yaml
 from scipy import stats
 
+from trpl_math.rl.config import method_label
+
 
 @dataclass
 class Run:
@@ -47,7 +49,7 @@ def load_runs(roots: list[str | Path]) -> list[Run]:
             if not rows:
                 continue
             cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
-            method = cfg["method"] + ("_e" if cfg.get("entropy_control") else "")
+            method = method_label(cfg["method"], bool(cfg.get("entropy_control")))
             runs.append(Run(cfg_path.parent, cfg["env_id"], method, int(cfg["seed"]), cols))
     return runs
 

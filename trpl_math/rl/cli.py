@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from trpl_math.rl.config import METHODS
+from trpl_math.rl.config import METHODS, split_method
 
 #: Exit code of a user error (as argparse uses for a bad option).
 USAGE_ERROR = 2
@@ -68,9 +68,10 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _method_arg(value: str) -> str:
-    base = value[:-2] if value.endswith("_e") else value
-    if base not in METHODS:
-        raise argparse.ArgumentTypeError(f"method must be one of {METHODS} (optionally + '_e')")
+    try:
+        split_method(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 
@@ -113,9 +114,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     method = args.method
     overrides = [*_overrides(args), f"seed={0 if args.seed is None else args.seed}"]
-    if method and method.endswith("_e"):
-        method = method[:-2]
-        overrides.append("entropy_control=true")
+    if method:
+        method, entropy = split_method(method)
+        if entropy:
+            overrides.append("entropy_control=true")
     cfg = load_config(args.config, method=method, env_id=args.env, overrides=overrides)
     out = args.out or f"runs/{cfg.env_id}/{args.method or cfg.method}/seed_{cfg.seed}"
     folder = train(

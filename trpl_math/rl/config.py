@@ -16,8 +16,11 @@ from typing import Any
 
 import yaml
 
-#: Methods implemented: the trust-region projections and the two PPO baselines.
-PROJECTION_METHODS: tuple[str, ...] = ("frob", "w2", "w2_exact", "kl", "kl_joint")
+from trpl_math.measures import MEASURES
+
+#: Methods implemented: the trust-region projections (the measures of
+#: :mod:`trpl_math.measures`, the one registry of their names) and the baselines.
+PROJECTION_METHODS: tuple[str, ...] = tuple(MEASURES)
 PPO_METHODS: tuple[str, ...] = ("ppo", "ppo_m")
 #: PAPI (Akrour et al., 2019) on top of PPO's policy epochs, the paper's third baseline.
 PAPI_METHODS: tuple[str, ...] = ("papi",)
@@ -25,6 +28,30 @@ METHODS: tuple[str, ...] = PROJECTION_METHODS + PPO_METHODS + PAPI_METHODS
 #: Task families that have a YAML file per method.
 FAMILIES: tuple[str, ...] = ("mujoco", "humanoid", "reacher_sparse")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+#: A method name with this suffix (``kl_e``) is the method with entropy control (``-E``).
+ENTROPY_SUFFIX = "_e"
+
+
+def split_method(name: str) -> tuple[str, bool]:
+    """``"kl_e" -> ("kl", True)``, ``"kl" -> ("kl", False)``: the method and whether the name
+    asks for entropy control (the paper's -E variants).
+
+    Raises:
+        ValueError: for an unknown method, or the suffix on a method without a projection.
+    """
+    entropy = name.endswith(ENTROPY_SUFFIX) and name not in METHODS
+    method = name[: -len(ENTROPY_SUFFIX)] if entropy else name
+    if method not in METHODS or (entropy and method not in PROJECTION_METHODS):
+        raise ValueError(
+            f"method must be one of {METHODS} (a projection optionally + {ENTROPY_SUFFIX!r} for "
+            f"entropy control), got {name!r}"
+        )
+    return method, entropy
+
+
+def method_label(method: str, entropy_control: bool) -> str:
+    """The name :func:`split_method` reads back: ``("kl", True) -> "kl_e"``."""
+    return method + (ENTROPY_SUFFIX if entropy_control else "")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trpl_math.rl.config import load_config
+from trpl_math.rl.config import load_config, split_method
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ def make_jobs(
     for seed in seeds:
         for env in envs:
             for method in methods:
-                m, entropy = (method[:-2], True) if method.endswith("_e") else (method, False)
+                m, entropy = split_method(method)
                 o = ov + ((("entropy_control", "true"),) if entropy else ())
                 folder = str(Path(out) / env / method / f"seed_{seed}")
                 jobs.append(Job(env, m, seed, folder, o))

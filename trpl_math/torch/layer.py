@@ -11,12 +11,12 @@ from typing import Any
 import torch
 
 import trpl_math as tm
-from trpl_math import _backend as B
 from trpl_math._backend import no_validation
-from trpl_math.divergences import maha_chol
+from trpl_math.measures import MEASURES as _MEASURES
+from trpl_math.measures import get_measure
 from trpl_math.types import DivergenceParts, Gaussian
 
-MEASURES = ("frob", "w2", "w2_exact", "kl", "kl_joint")
+MEASURES = tuple(_MEASURES)
 
 
 def _bound(name: str, value: Any) -> float:
@@ -143,8 +143,7 @@ class TrustRegionLayer(torch.nn.Module):
         validate: bool = True,
     ) -> None:
         super().__init__()
-        if measure not in MEASURES:
-            raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+        self._measure = get_measure(measure)
         self.measure = measure
         self.eps_mean, self.eps_cov = _bound("eps_mean", eps_mean), _bound("eps_cov", eps_cov)
         self.eps = _bound("eps", eps) if eps is not None else self.eps_mean + self.eps_cov
@@ -204,25 +203,20 @@ class TrustRegionLayer(torch.nn.Module):
         beta = self.entropy_target(cov, step)
         kw: dict[str, Any] = {"diag": self.diag}
         with self._ctx():
-            if self.measure == "kl_joint":
-                return tm.kl_joint_projection(
+            if self._measure.joint:
+                return self._measure.project(
                     mean, cov, old_mean, old_cov, eps=self.eps, entropy_bound=beta, **kw
                 )
-            kw.update(eps_mean=self.eps_mean, eps_cov=self.eps_cov)
-            if self.measure == "frob":
-                proj = tm.frobenius_projection(mean, cov, old_mean, old_cov, **kw)
-            elif self.measure == "kl":
-                proj = tm.kl_projection(mean, cov, old_mean, old_cov, **kw)
-            else:
-                proj = tm.wasserstein_projection(
-                    mean,
-                    cov,
-                    old_mean,
-                    old_cov,
-                    scaled=self.scaled,
-                    exact=self.measure == "w2_exact",
-                    **kw,
-                )
+            proj = self._measure.project(
+                mean,
+                cov,
+                old_mean,
+                old_cov,
+                eps_mean=self.eps_mean,
+                eps_cov=self.eps_cov,
+                scaled=self.scaled,
+                **kw,
+            )
             if beta is not None:
                 equality = self.entropy_schedule.equality  # type: ignore[union-attr]
                 proj = Gaussian(
@@ -235,20 +229,10 @@ class TrustRegionLayer(torch.nn.Module):
         self, mean: torch.Tensor, cov: torch.Tensor, old_mean: torch.Tensor, old_cov: torch.Tensor
     ) -> DivergenceParts:
         """The layer's own measure between ``N(mean, cov)`` and ``N(old_mean, old_cov)``."""
-        kw = {"diag": self.diag}
         with self._ctx():
-            if self.measure in ("kl", "kl_joint"):
-                return tm.kl_divergence(mean, cov, old_mean, old_cov, **kw)
-            if self.measure == "frob":
-                return tm.frobenius_distance(mean, cov, old_mean, old_cov, **kw)
-            if self.measure == "w2":
-                # Eq. 9's own measure, so that the penalty matches what the projection bounds.
-                mean_part = tm.wasserstein_distance(
-                    mean, cov, old_mean, old_cov, scaled=self.scaled, **kw
-                ).mean
-                cov_part = tm.wasserstein_commuting_cov_part(cov, old_cov, scaled=self.scaled, **kw)
-                return DivergenceParts(mean_part, cov_part)
-            return tm.wasserstein_distance(mean, cov, old_mean, old_cov, scaled=self.scaled, **kw)
+            return self._measure.divergence(
+                mean, cov, old_mean, old_cov, scaled=self.scaled, diag=self.diag
+            )
 
     def penalty(
         self, proj: Gaussian, mean: torch.Tensor, cov: torch.Tensor | None = None
@@ -379,15 +363,7 @@ class TrustRegionLayer(torch.nn.Module):
         self, target: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor
     ) -> torch.Tensor:
         """The layer measure's mean part between ``N(target, cov)`` and ``N(mean, cov)``."""
-        diff = target - mean
-        if self.measure.startswith("w2") and not self.scaled:
-            return (diff * diff).sum(-1)
-        if self.diag:
-            maha = (diff * diff / cov).sum(-1)
-        else:
-            chol = torch.linalg.cholesky(cov).expand(*diff.shape[:-1], *cov.shape[-2:])
-            maha = maha_chol(diff, chol, B.namespace(diff))
-        return 0.5 * maha if self.measure in ("kl", "kl_joint") else maha
+        return self._measure.mean_part(target, mean, cov, scaled=self.scaled, diag=self.diag)
 
     @torch.no_grad()
     def diagnostics(
