@@ -14,8 +14,8 @@ from trpl_math.torch import MEASURES, EntropySchedule, TrustRegionLayer
 
 EPS_MEAN, EPS_COV = 0.05, 0.02
 KEYS = {
-    "kl_mean",
-    "kl_max",
+    "proj_kl_mean",
+    "proj_kl_max",
     "div_mean_part_mean",
     "div_mean_part_max",
     "div_cov_part_mean",
@@ -139,8 +139,8 @@ class TestTrustRegionLayer:
         parts = layer.divergence(proj.mean, proj.cov, old_mean, old_cov)
         maha = 2 * tm.kl_divergence(mean, old_cov, old_mean, old_cov, diag=diag).mean
         want = {
-            "kl_mean": kl.mean(),
-            "kl_max": kl.max(),
+            "proj_kl_mean": kl.mean(),
+            "proj_kl_max": kl.max(),
             "div_mean_part_mean": parts.mean.mean(),
             "div_mean_part_max": parts.mean.max(),
             "div_cov_part_mean": parts.cov.mean(),
@@ -152,7 +152,7 @@ class TestTrustRegionLayer:
         for k, v in want.items():
             assert diag_[k] == pytest.approx(float(v), rel=1e-12, abs=1e-15), k
         if measure in ("kl", "kl_joint"):
-            assert diag_["kl_max"] <= (EPS_MEAN + EPS_COV) * (1 + 1e-9)
+            assert diag_["proj_kl_max"] <= (EPS_MEAN + EPS_COV) * (1 + 1e-9)
         # the unprojected mean is outside: its Mahalanobis distance exceeds the mean bound
         assert diag_["maha_unprojected_max"] > 2 * EPS_MEAN
 

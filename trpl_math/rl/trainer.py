@@ -387,8 +387,8 @@ class Trainer:
             d = self.layer.diagnostics(mean, cov, old_mean, old_cov, proj)
             out.update(
                 {
-                    "proj_kl_mean": d["kl_mean"],
-                    "proj_kl_max": d["kl_max"],
+                    "proj_kl_mean": d["proj_kl_mean"],
+                    "proj_kl_max": d["proj_kl_max"],
                     "mean_part_mean": d["div_mean_part_mean"],
                     "mean_part_max": d["div_mean_part_max"],
                     "cov_part_mean": d["div_cov_part_mean"],

@@ -376,7 +376,8 @@ class TrustRegionLayer(torch.nn.Module):
     ) -> dict[str, float]:
         """Per-state constraint diagnostics, reduced to floats (mean and max over states).
 
-        Keys: ``kl_mean``, ``kl_max`` (KL(π̃ ‖ π_o)); ``div_mean_part_mean/_max`` and
+        Keys: ``proj_kl_mean``, ``proj_kl_max`` (KL(π̃ ‖ π_o) of the projection, the same
+        meaning as the training log's columns of that name); ``div_mean_part_mean/_max`` and
         ``div_cov_part_mean/_max`` (the layer's measure, π̃ vs π_o); ``entropy_mean``;
         ``maha_unprojected_mean/_max`` (``maha(μ, μ_o; Σ_o)`` of the network's own mean, Fig. 2
         centre).
@@ -387,8 +388,8 @@ class TrustRegionLayer(torch.nn.Module):
         ent = tm.entropy(proj.cov, **kw)
         maha = 2.0 * tm.kl_divergence(mean, old_cov, old_mean, old_cov, **kw).mean
         return {
-            "kl_mean": float(kl.mean()),
-            "kl_max": float(kl.max()),
+            "proj_kl_mean": float(kl.mean()),
+            "proj_kl_max": float(kl.max()),
             "div_mean_part_mean": float(div.mean.mean()),
             "div_mean_part_max": float(div.mean.max()),
             "div_cov_part_mean": float(div.cov.mean()),
