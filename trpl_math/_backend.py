@@ -173,7 +173,8 @@ def eigh(x: Array, xp: ModuleType) -> tuple[Array, Array]:
 
 def logdet_from_chol(L: Array, xp: ModuleType) -> Array:
     """``log|L Lᵀ|`` from its lower Cholesky factor, shape ``(...)``."""
-    return 2.0 * xp.sum(xp.log(diagonal(L, xp)), axis=-1)
+    logs = xp.log(diagonal(L, xp))
+    return xp.sum(logs + logs, axis=-1)  # no Python-float factor: NumPy 1.x would upcast a scalar
 
 
 def diagonal(x: Array, xp: ModuleType) -> Array:

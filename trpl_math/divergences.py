@@ -233,8 +233,10 @@ def entropy(cov: Array, *, diag: bool = False) -> Array:
         2.837877
     """
     xp, d = prepare_cov(cov, diag=diag)
-    const = 0.5 * d * math.log(2.0 * math.pi * math.e)
+    # an array in cov's dtype: NumPy 1.x would promote a Python float + float32 scalar to float64
+    const = xp.asarray(0.5 * d * math.log(2.0 * math.pi * math.e), dtype=cov.dtype)
+    half = xp.asarray(0.5, dtype=cov.dtype)
     if diag:
-        return const + 0.5 * xp.sum(xp.log(cov), axis=-1)
+        return const + half * xp.sum(xp.log(cov), axis=-1)
     chol = B.cholesky(cov, xp, name="cov", check=B.validation_enabled())
-    return const + 0.5 * B.logdet_from_chol(chol, xp)
+    return const + half * B.logdet_from_chol(chol, xp)
