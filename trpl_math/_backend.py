@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -48,6 +49,65 @@ def no_validation() -> Iterator[None]:
         yield
     finally:
         _VALIDATE.reset(token)
+
+
+_LOW = ("float16", "bfloat16")
+_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def working_precision(minimum: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: compute in at least ``minimum`` ("float32" or "float64"), return the input dtype.
+
+    When every array argument of a floating dtype shares one dtype with fewer bits than
+    ``minimum`` (float16 and bfloat16 always count as below float32), all of them are cast up,
+    the function runs, and every array of its result (a NamedTuple of arrays or one array) is
+    cast back to that dtype; differentiable with torch. Mixed dtypes pass through unchanged, so
+    that the function's own checks report the mismatch.
+    """
+    target_bits = _BITS[minimum]
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            arrays = [a for a in (*args, *kwargs.values()) if _is_float_array(a)]
+            names = {_dtype_name(a.dtype) for a in arrays}
+            if len(names) != 1:
+                return fn(*args, **kwargs)
+            (name,) = names
+            if _BITS.get(name, 64) >= target_bits:
+                return fn(*args, **kwargs)
+            low = arrays[0].dtype
+            up = lambda a: _cast(a, minimum) if _is_float_array(a) else a  # noqa: E731
+            out = fn(*(up(a) for a in args), **{k: up(v) for k, v in kwargs.items()})
+            if isinstance(out, tuple):
+                return type(out)(*(_cast_to(x, low) for x in out))
+            return _cast_to(out, low)
+
+        return wrapper
+
+    return decorate
+
+
+def _is_float_array(x: Any) -> bool:
+    return hasattr(x, "dtype") and hasattr(x, "shape") and _dtype_name(x.dtype) in _BITS
+
+
+def _cast(x: Array, name: str) -> Array:
+    if hasattr(x, "to") and hasattr(x, "detach"):  # torch
+        import torch
+
+        return x.to(getattr(torch, name))
+    return np.asarray(x, dtype=name)
+
+
+def _cast_to(x: Array, dtype: Any) -> Array:
+    if hasattr(x, "to") and hasattr(x, "detach"):
+        return x.to(dtype)
+    return np.asarray(x, dtype=dtype)
 
 
 def namespace(*arrays: Any) -> ModuleType:

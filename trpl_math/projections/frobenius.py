@@ -14,6 +14,7 @@ from trpl_math.types import Gaussian
 __all__ = ["frobenius_projection"]
 
 
+@B.working_precision("float32")
 def frobenius_projection(
     mean: Array,
     cov: Array,

@@ -18,6 +18,7 @@ __all__ = ["kl_joint_projection"]
 _LOG_2PIE = math.log(2.0 * math.pi * math.e)
 
 
+@B.working_precision("float64")
 def kl_joint_projection(
     mean: Array,
     cov: Array,

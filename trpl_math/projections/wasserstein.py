@@ -8,13 +8,14 @@ from typing import Any
 from trpl_math import _backend as B
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_cov, prepare_pair
-from trpl_math.divergences import maha_chol
+from trpl_math.divergences import maha_chol, w2_plain_cov
 from trpl_math.projections.mean import project_mean, shrink_factor
 from trpl_math.types import Gaussian
 
 __all__ = ["wasserstein_commuting_cov_part", "wasserstein_projection"]
 
 
+@B.working_precision("float64")
 def wasserstein_projection(
     mean: Array,
     cov: Array,
@@ -112,6 +113,7 @@ def _root_gap(cov: Array, old_cov: Array, scaled: bool, xp: ModuleType) -> tuple
     return root, old_root, gap, xp.sum(xp.sum(rel * rel, axis=-1), axis=-1)
 
 
+@B.working_precision("float64")
 def wasserstein_commuting_cov_part(
     cov: Array, old_cov: Array, *, scaled: bool = True, diag: bool = False
 ) -> Array:
@@ -184,10 +186,10 @@ def _geodesic_cov(
         t, active = shrink_factor(xp.sum(xp.sum(gap * gap, axis=-1), axis=-1), eps, xp)
         factor = old_chol @ (eye + t[..., None, None] * gap)  # L_o ((1-t) I + t A^{1/2})
         return factor @ B.mT(factor), active
-    # Plain: with R = (L_oᵀ Σ L_o)^{1/2}, T = L_o⁻ᵀ R L_o⁻¹ and T L_o = L_o⁻ᵀ R.
+    # Plain: with R = (L_oᵀ Σ L_o)^{1/2}, T = L_o⁻ᵀ R L_o⁻¹ and T L_o = L_o⁻ᵀ R. The distance
+    # that fixes t comes without cancellation (w2_plain_cov), so that Σ(t) lands on the bound.
     root = B.sqrtm_psd(B.sym(B.mT(old_chol) @ cov @ old_chol), xp)
-    trace = B.diagonal(cov, xp) + B.diagonal(old_cov, xp) - 2.0 * B.diagonal(root, xp)
-    t, active = shrink_factor(xp.sum(trace, axis=-1), eps, xp)
+    t, active = shrink_factor(w2_plain_cov(cov, old_cov, old_chol, xp), eps, xp)
     transported = B.solve_tril(old_chol, root, xp, transpose=True)
     factor = old_chol + t[..., None, None] * (transported - old_chol)
     return factor @ B.mT(factor), active
