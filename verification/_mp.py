@@ -55,7 +55,7 @@ def kl_parts(mean, cov, old_mean, old_cov, *, dps: int = DPS) -> tuple[float, fl
     with mpmath.workdps(dps):
         c, oc = _mat(cov), _mat(old_cov)
         d = c.rows
-        tr = _trace(mpmath.lu_solve(oc, c))
+        tr = _trace(mpmath.inverse(oc) * c)
         part = (tr - d + _logdet(oc) - _logdet(c)) / 2
         return float(_maha(_vec(mean) - _vec(old_mean), oc) / 2), float(part)
 
@@ -84,7 +84,7 @@ def w2_commuting_cov(cov, old_cov, *, scaled: bool, dps: int = DPS) -> float:
         root, old_root = _sqrtm(_mat(cov)), _sqrtm(_mat(old_cov))
         gap = root - old_root
         if scaled:
-            gap = mpmath.lu_solve(old_root, gap)
+            gap = mpmath.inverse(old_root) * gap
         return float(mpmath.fsum(x**2 for x in gap))
 
 
