@@ -189,3 +189,25 @@ class TestKLJointAtTheEdges:
             worst = max(worst, (kl - eps) / _kl_representable(eps, p.mean, p.cov, old, "float32"))
         # before: 655 times the representability limit (case 21); solved in float64 now 0.03.
         assert worst <= 0.5
+
+
+class TestW2ResultFormedNearOld:
+    """Σ̃ was formed as a recomputed factor squared, ``(Σ_o^{1/2} + t G)²``: the square root of
+    an ill-conditioned Σ_o carries an absolute error ~u‖Σ_o‖/λ_min^½ that the square put into Σ̃
+    in full (Eq. 9 scaled landed 1.28e-6 ε over its bound here, the rounded exact answer 1e-8)."""
+
+    OLD = (
+        (12.182139405529394, -106.69857100530703, -157.46077517912735),
+        (-106.69857100530702, 934.8937191852356, 1380.694405761119),
+        (-157.46077517912735, 1380.6944057611192, 2042.1761908127166),
+    )
+
+    def test_eq9_scaled_commuting_ill_conditioned_lands(self, xp: ModuleType) -> None:
+        old = np.asarray(self.OLD)  # condition 8.9e6
+        cov = 1.0787585033235025 * old
+        eps = 5.958192433776897e-07
+        z = np.zeros(3)
+        args = [asarray(xp, x) for x in (z, cov, z, old)]
+        proj = tm.wasserstein_projection(*args, eps_mean=1.0, eps_cov=eps, scaled=True)
+        got = _mp.w2_commuting_cov(to_numpy(proj.cov), old, scaled=True)
+        assert abs(got - eps) <= 1e-7 * eps, (got - eps) / eps

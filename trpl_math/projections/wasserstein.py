@@ -163,8 +163,20 @@ def _commuting_cov(
     """Eq. 9: interpolate the symmetric square roots."""
     _, old_root, gap, c = _root_gap(cov, old_cov, scaled, xp)
     t, active = shrink_factor(c, eps, xp)
-    proj_root = old_root + t[..., None, None] * gap
-    return B.sym(proj_root @ proj_root), active
+    return _expand_square(old_cov, old_root, gap, t, xp), active
+
+
+def _expand_square(old_cov: Array, old: Array, gap: Array, t: Array, xp: ModuleType) -> Array:
+    """``(F_o + t G)(F_o + t G)ᵀ`` as ``Σ_o + t (F_o Gᵀ + G F_oᵀ) + t² G Gᵀ`` (``F_o F_oᵀ = Σ_o``).
+
+    The old covariance enters exactly instead of through its recomputed factor (a square root
+    from an eigendecomposition carries an absolute error ~u‖Σ_o‖/λ_min^½, which the square would
+    add to Σ̃ in full), so the error of Σ̃ - Σ_o scales with t: near the old policy, where small
+    bounds put the result, Σ̃ is as accurate as its dtype allows.
+    """
+    tt = t[..., None, None]
+    cross = old @ B.mT(gap)
+    return B.sym(old_cov + tt * (cross + B.mT(cross)) + (tt * tt) * (gap @ B.mT(gap)))
 
 
 def _geodesic_cov(
@@ -184,12 +196,11 @@ def _geodesic_cov(
         w = B.solve_tril(old_chol, chol, xp)
         gap = B.sqrtm_psd(w @ B.mT(w), xp) - eye
         t, active = shrink_factor(xp.sum(xp.sum(gap * gap, axis=-1), axis=-1), eps, xp)
-        factor = old_chol @ (eye + t[..., None, None] * gap)  # L_o ((1-t) I + t A^{1/2})
-        return factor @ B.mT(factor), active
+        # L_o ((1-t) I + t A^{1/2}) = L_o + t L_o (A^{1/2} - I)
+        return _expand_square(old_cov, old_chol, old_chol @ gap, t, xp), active
     # Plain: with R = (L_oᵀ Σ L_o)^{1/2}, T = L_o⁻ᵀ R L_o⁻¹ and T L_o = L_o⁻ᵀ R. The distance
     # that fixes t comes without cancellation (w2_plain_cov), so that Σ(t) lands on the bound.
     root = B.sqrtm_psd(B.sym(B.mT(old_chol) @ cov @ old_chol), xp)
     t, active = shrink_factor(w2_plain_cov(cov, old_cov, old_chol, xp), eps, xp)
     transported = B.solve_tril(old_chol, root, xp, transpose=True)
-    factor = old_chol + t[..., None, None] * (transported - old_chol)
-    return factor @ B.mT(factor), active
+    return _expand_square(old_cov, old_chol, transported - old_chol, t, xp), active
