@@ -23,15 +23,17 @@ def _spd(rng: np.random.Generator, d: int, cond: float) -> np.ndarray:
     return (q * np.exp(rng.permutation(u))) @ q.T
 
 
-def _near_pairs(seed: int, n: int, max_cond: float = 1e8) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Pairs ``(Σ, Σ_o)`` with Σ_o of condition up to ``max_cond`` and Σ - Σ_o from 1e-8 to 1."""
+def _near_pairs(
+    seed: int, n: int, max_cond: float = 1e8, closest: float = 1e-8
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pairs ``(Σ, Σ_o)``, Σ_o of condition up to ``max_cond``, Σ - Σ_o from ``closest`` to 1."""
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < n:
         d = int(rng.integers(1, 7))
         cond = 10.0 ** rng.uniform(0, np.log10(max_cond))
         old = _spd(rng, d, cond)
-        cov = old + 10.0 ** rng.uniform(-8, 0) * _spd(rng, d, cond)
+        cov = old + 10.0 ** rng.uniform(np.log10(closest), 0) * _spd(rng, d, cond)
         out.append((cov, old))
     return out
 
@@ -82,12 +84,12 @@ class TestExactPlainW2Projection:
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     def test_lands_on_bound_at_50_digits(self, xp: ModuleType, dtype: str) -> None:
         rng = np.random.default_rng(11)
-        max_cond = 1e8 if dtype == "float64" else 1e3
-        for cov, old in _near_pairs(seed=1, n=8, max_cond=max_cond):
+        max_cond, closest = (1e8, 1e-8) if dtype == "float64" else (1e3, 1e-4)
+        for cov, old in _near_pairs(seed=1, n=8, max_cond=max_cond, closest=closest):
             cov, old = cov.astype(dtype), old.astype(dtype)
             z = np.zeros(cov.shape[-1], dtype)
             dist = _mp.w2_parts(z, cov, z, old, scaled=False)[1]
-            eps = dist * 10.0 ** rng.uniform(-6, -0.1)
+            eps = dist * 10.0 ** rng.uniform(-6 if dtype == "float64" else -3, -0.1)
             args = [asarray(xp, x, dtype) for x in (z, cov, z, old)]
             proj = tm.wasserstein_projection(
                 *args, eps_mean=1.0, eps_cov=eps, exact=True, scaled=False
@@ -211,3 +213,187 @@ class TestW2ResultFormedNearOld:
         proj = tm.wasserstein_projection(*args, eps_mean=1.0, eps_cov=eps, scaled=True)
         got = _mp.w2_commuting_cov(to_numpy(proj.cov), old, scaled=True)
         assert abs(got - eps) <= 1e-7 * eps, (got - eps) / eps
+
+
+def _projections() -> dict[str, object]:
+    return {
+        "kl": lambda *a, eps, diag: tm.kl_projection(*a, eps_mean=eps, eps_cov=eps, diag=diag),
+        "kl_joint": lambda *a, eps, diag: tm.kl_joint_projection(*a, eps=eps, diag=diag),
+        "kl_joint_entropy": lambda *a, eps, diag: tm.kl_joint_projection(
+            *a, eps=eps, entropy_bound=-5.0, diag=diag
+        ),
+        "w2": lambda *a, eps, diag: tm.wasserstein_projection(
+            *a, eps_mean=eps, eps_cov=eps, diag=diag
+        ),
+        "w2_plain": lambda *a, eps, diag: tm.wasserstein_projection(
+            *a, eps_mean=eps, eps_cov=eps, diag=diag, scaled=False
+        ),
+        "w2_exact": lambda *a, eps, diag: tm.wasserstein_projection(
+            *a, eps_mean=eps, eps_cov=eps, diag=diag, exact=True
+        ),
+        "w2_exact_plain": lambda *a, eps, diag: tm.wasserstein_projection(
+            *a, eps_mean=eps, eps_cov=eps, diag=diag, exact=True, scaled=False
+        ),
+        "frobenius": lambda *a, eps, diag: tm.frobenius_projection(
+            *a, eps_mean=eps, eps_cov=eps, diag=diag
+        ),
+    }
+
+
+PROJECTIONS = _projections()
+DIVERGENCES = {
+    "kl": tm.kl_divergence,
+    "w2": tm.wasserstein_distance,
+    "frobenius": tm.frobenius_distance,
+}
+
+
+def _state(
+    xp: ModuleType, diag: bool, *, scale: float = 1.0, batch: tuple[int, ...] = (), dtype="float64"
+) -> list:
+    """A 3-d state whose parts all lie outside bounds ≤ 0.01 (old mean 1, so floors are > 0)."""
+    var, old_var = np.array([1.0, 2.0, 3.0]) * scale, np.array([2.0, 1.0, 1.5]) * scale
+    mean, old_mean = np.full(3, 2.0) * np.sqrt(scale), np.ones(3) * np.sqrt(scale)
+    cov, old_cov = (var, old_var) if diag else (np.diag(var), np.diag(old_var))
+    return [
+        asarray(xp, np.broadcast_to(x, (*batch, *x.shape)).copy(), dtype)
+        for x in (mean, cov, old_mean, old_cov)
+    ]
+
+
+class TestExtremeInputsAreRefusedByName:
+    """Inputs the dtype cannot resolve gave NaN, inf or a silently unmet bound (issue 11)."""
+
+    @pytest.mark.parametrize("name", sorted(PROJECTIONS))
+    @pytest.mark.parametrize("eps", [1e-300, 1e-100, 1e-31])
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_bound_below_resolution(
+        self, xp: ModuleType, name: str, eps: float, diag: bool
+    ) -> None:
+        # kl_joint gave NaN at 1e-300 and KL = 1e69 ε at 1e-100 (a RuntimeWarning at most).
+        with pytest.raises(ValueError, match=r"eps\w* = .* below what .*float64 can resolve"):
+            PROJECTIONS[name](*_state(xp, diag), eps=eps, diag=diag)
+
+    @pytest.mark.parametrize("name", sorted(PROJECTIONS))
+    def test_bound_just_above_resolution_is_met(self, xp: ModuleType, name: str) -> None:
+        eps = 1e-26  # above (16u)² scale for float64; the result lands within its resolution
+        p = PROJECTIONS[name](*_state(xp, True), eps=eps, diag=True)
+        assert np.all(np.isfinite(to_numpy(p.mean))) and np.all(np.isfinite(to_numpy(p.cov)))
+
+    def test_float32_floor_follows_the_result_dtype(self, xp: ModuleType) -> None:
+        # kl_joint computes float32 input in float64; the floor is float32's (9.1e-13).
+        args = _state(xp, False, dtype="float32")
+        with pytest.raises(ValueError, match="float32 can resolve"):
+            tm.kl_joint_projection(*args, eps=1e-13)
+        p = tm.kl_joint_projection(*args, eps=1e-8)
+        assert str(p.cov.dtype).endswith("float32")
+
+    @pytest.mark.parametrize("scale", [1e-200, 1e-160, 1e200, 1e300])
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_variances_out_of_range(self, xp: ModuleType, scale: float, diag: bool) -> None:
+        limit = r"below 1.49e-150" if scale < 1 else r"above 1.34e\+150"
+        for fun in PROJECTIONS.values():
+            with pytest.raises(ValueError, match=rf"^(cov|mean) .*{limit}"):
+                fun(*_state(xp, diag, scale=scale), eps=0.01, diag=diag)
+        for fun in DIVERGENCES.values():
+            with pytest.raises(ValueError, match=rf"^(cov|mean) .*{limit}"):
+                fun(*_state(xp, diag, scale=scale), diag=diag)
+
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_frobenius_distance_overflow(self, xp: ModuleType, diag: bool) -> None:
+        # 1e300 entries: ‖Σ - Σ_o‖_F² = 1e600 overflowed to inf.
+        mean, cov, old_mean, old_cov = _state(xp, diag)
+        with pytest.raises(ValueError, match=r"^cov has entries up to 3e\+300, above 1.34e\+150"):
+            tm.frobenius_distance(mean, cov * 1e300, old_mean, old_cov, diag=diag)
+
+    def test_far_apart_means_overflow_named(self, xp: ModuleType) -> None:
+        mean, cov, old_mean, old_cov = _state(xp, True)
+        mean = mean * 1e149
+        old_cov = old_cov * 1e-149
+        with pytest.raises(ValueError, match=r"maha.* overflows"):
+            tm.frobenius_distance(mean, cov, old_mean, old_cov, diag=True)
+
+    @pytest.mark.parametrize("name", sorted(PROJECTIONS))
+    def test_old_cov_condition_1e16(self, xp: ModuleType, name: str) -> None:
+        # Eq. 9 landed at 1.29 ε on such an old covariance, silently.
+        rng = np.random.default_rng(0)
+        old = _spd(rng, 3, 1e16)
+        args = [asarray(xp, x) for x in (np.ones(3), 2.0 * np.eye(3), np.zeros(3), old)]
+        with pytest.raises(
+            ValueError, match=r"^old_cov is too ill-conditioned .*exceeds 1.76e\+13"
+        ):
+            PROJECTIONS[name](*args, eps=0.01, diag=False)
+
+
+class TestLowPrecisionAndEmpty:
+    @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+    @pytest.mark.parametrize("name", sorted(PROJECTIONS))
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_half_precision_torch_computed_in_float32(
+        self, dtype: str, name: str, diag: bool
+    ) -> None:
+        # float16 and bfloat16 crashed inside torch's Cholesky.
+        low = [x.to(getattr(torch, dtype)) for x in _state(_torch_xp(), diag, batch=(2,))]
+        ref = PROJECTIONS[name](*(x.float() for x in low), eps=0.05, diag=diag)
+        got = PROJECTIONS[name](*low, eps=0.05, diag=diag)
+        for g, r in zip(got, ref, strict=True):
+            assert g.dtype == getattr(torch, dtype)
+            assert torch.equal(g, r.to(g.dtype))
+
+    def test_half_precision_numpy(self) -> None:
+        low = [x.astype(np.float16) for x in _state(_np_xp(), False)]
+        got = tm.kl_projection(*low, eps_mean=0.05, eps_cov=0.05)
+        assert got.cov.dtype == np.float16 and np.all(np.isfinite(got.cov))
+
+    def test_half_precision_gradient_flows(self) -> None:
+        mean, cov, old_mean, old_cov = _state(_torch_xp(), True, batch=(2,))
+        mean = mean.half().requires_grad_()
+        p = tm.kl_projection(
+            mean,
+            cov.half(),
+            old_mean.half(),
+            old_cov.half(),
+            eps_mean=0.01,
+            eps_cov=0.01,
+            diag=True,
+        )
+        p.mean.sum().backward()
+        assert mean.grad is not None and mean.grad.dtype == torch.float16
+
+    @pytest.mark.parametrize("name", sorted(PROJECTIONS))
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_empty_batch(self, xp: ModuleType, name: str, diag: bool) -> None:
+        # NumPy full covariances with batch 0 raised from SciPy's solve_triangular.
+        p = PROJECTIONS[name](*_state(xp, diag, batch=(0,)), eps=0.01, diag=diag)
+        assert tuple(p.mean.shape) == (0, 3)
+        assert tuple(p.cov.shape) == ((0, 3) if diag else (0, 3, 3))
+
+    @pytest.mark.parametrize("name", sorted(DIVERGENCES))
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_empty_batch_divergences(self, xp: ModuleType, name: str, diag: bool) -> None:
+        parts = DIVERGENCES[name](*_state(xp, diag, batch=(0,)), diag=diag)
+        assert tuple(parts.mean.shape) == (0,) and tuple(parts.cov.shape) == (0,)
+        cov = _state(xp, diag, batch=(0,))[1]
+        assert tuple(tm.entropy(cov, diag=diag).shape) == (0,)
+        assert tuple(tm.entropy_projection(cov, 1.0, diag=diag).shape) == tuple(cov.shape)
+
+    @pytest.mark.parametrize("name", sorted(PROJECTIONS))
+    def test_meta_tensors_named_error(self, name: str) -> None:
+        # meta tensors crashed with "Tensor.item() cannot be called on meta tensors".
+        meta = [x.to("meta") for x in _state(_torch_xp(), False, batch=(2,))]
+        with pytest.raises(ValueError, match=r"^mean is a meta tensor"):
+            PROJECTIONS[name](*meta, eps=0.01, diag=False)
+        with pytest.raises(ValueError, match=r"^cov is a meta tensor"):
+            tm.entropy(meta[1])
+
+
+def _torch_xp() -> ModuleType:
+    import array_api_compat.torch as torch_xp
+
+    return torch_xp
+
+
+def _np_xp() -> ModuleType:
+    import array_api_compat.numpy as np_xp
+
+    return np_xp

@@ -51,6 +51,18 @@ def no_validation() -> Iterator[None]:
         _VALIDATE.reset(token)
 
 
+_RESULT_DTYPE: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "trpl_result_dtype", default=None
+)
+
+
+def result_dtype(x: Array) -> Any:
+    """The dtype the caller gets back: ``x.dtype``, or the input dtype that
+    :func:`working_precision` raised to the working one (limits of resolution follow it)."""
+    outer = _RESULT_DTYPE.get()
+    return x.dtype if outer is None else outer
+
+
 _LOW = ("float16", "bfloat16")
 _BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
 
@@ -82,7 +94,12 @@ def working_precision(minimum: str) -> Callable[[Callable[..., Any]], Callable[.
                 return fn(*args, **kwargs)
             low = arrays[0].dtype
             up = lambda a: _cast(a, minimum) if _is_float_array(a) else a  # noqa: E731
-            out = fn(*(up(a) for a in args), **{k: up(v) for k, v in kwargs.items()})
+            token = _RESULT_DTYPE.set(low) if _RESULT_DTYPE.get() is None else None
+            try:
+                out = fn(*(up(a) for a in args), **{k: up(v) for k, v in kwargs.items()})
+            finally:
+                if token is not None:
+                    _RESULT_DTYPE.reset(token)
             if isinstance(out, tuple):
                 return type(out)(*(_cast_to(x, low) for x in out))
             return _cast_to(out, low)
@@ -182,6 +199,8 @@ def solve_tril(L: Array, b: Array, xp: ModuleType, *, transpose: bool = False) -
         if transpose:
             return torch.linalg.solve_triangular(L.mT, b, upper=True)
         return torch.linalg.solve_triangular(L, b, upper=False)
+    if 0 in L.shape or 0 in b.shape:  # SciPy refuses zero-size batches
+        return np.zeros(np.broadcast_shapes(L.shape[:-1], b.shape[:-1]) + b.shape[-1:], b.dtype)
     return scipy.linalg.solve_triangular(L, b, lower=True, trans="T" if transpose else "N")
 
 

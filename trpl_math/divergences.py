@@ -14,7 +14,7 @@ from types import ModuleType
 
 from trpl_math import _backend as B
 from trpl_math._backend import Array
-from trpl_math._checks import prepare_cov, prepare_pair
+from trpl_math._checks import check_divergence_finite, prepare_cov, prepare_pair
 from trpl_math.types import DivergenceParts
 
 __all__ = ["entropy", "frobenius_distance", "kl_divergence", "wasserstein_distance"]
@@ -263,15 +263,19 @@ def frobenius_distance(
     diff = p.mean - p.old_mean
     delta = p.cov - p.old_cov
     if diag:
-        return DivergenceParts(
+        out = DivergenceParts(
             xp.sum(diff * diff / p.old_cov, axis=-1), xp.sum(delta * delta, axis=-1)
         )
-    old_chol = B.cholesky(p.old_cov, xp, name="old_cov", check=B.validation_enabled())
-    if B.validation_enabled():
-        B.cholesky(p.cov, xp, name="cov", check=True)
-    return DivergenceParts(
-        maha_chol(diff, old_chol, xp), xp.sum(xp.sum(delta * delta, axis=-1), axis=-1)
-    )
+    else:
+        old_chol = B.cholesky(p.old_cov, xp, name="old_cov", check=B.validation_enabled())
+        if B.validation_enabled():
+            B.cholesky(p.cov, xp, name="cov", check=True)
+        out = DivergenceParts(
+            maha_chol(diff, old_chol, xp), xp.sum(xp.sum(delta * delta, axis=-1), axis=-1)
+        )
+    check_divergence_finite(out.mean, "maha(mean, old_mean; old_cov)", xp)
+    check_divergence_finite(out.cov, "‖cov - old_cov‖_F²", xp)
+    return out
 
 
 @B.working_precision("float32")

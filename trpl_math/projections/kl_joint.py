@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from trpl_math import _backend as B
+from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_level, prepare_pair
 from trpl_math.divergences import x_minus_log1p
@@ -82,6 +83,10 @@ def kl_joint_projection(
         if entropy_bound is None
         else prepare_level(entropy_bound, "entropy_bound", xp, p.mean, p.batch_shape)
     )
+    scale = 1.0 + 0.5 * C.mean_scale(p.old_mean, p.old_cov, xp, diag=diag, metric=True)
+    C.check_bound_floor(eps_, "eps", xp, scale, like=p.mean)
+    if not diag:
+        C.check_condition(p.old_cov, "old_cov", xp)
     check = B.validation_enabled()
     chol = old_chol = None
     if not diag:

@@ -6,6 +6,7 @@ from types import ModuleType
 from typing import Any
 
 from trpl_math import _backend as B
+from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_cov, prepare_pair
 from trpl_math.divergences import maha_chol, w2_plain_cov
@@ -77,8 +78,13 @@ def wasserstein_projection(
     eps_m = prepare_bound(eps_mean, "eps_mean", xp, p.mean, p.batch_shape)
     eps_c = prepare_bound(eps_cov, "eps_cov", xp, p.mean, p.batch_shape)
     diff = p.mean - p.old_mean
+    scale_m = C.mean_scale(p.old_mean, p.old_cov, xp, diag=diag, metric=scaled)
+    C.check_bound_floor(eps_m, "eps_mean", xp, scale_m, like=p.mean)
+    scale_c = 1.0 if scaled else C.cov_scale(p.old_cov, xp, diag=diag, squared=False)
+    C.check_bound_floor(eps_c, "eps_cov", xp, scale_c, like=p.mean)
     if diag:
         maha = xp.sum(diff * diff / (p.old_cov if scaled else xp.ones_like(p.old_cov)), axis=-1)
+        C.check_divergence_finite(maha, "the W2 mean part", xp)
         std, old_std = xp.sqrt(p.cov), xp.sqrt(p.old_cov)
         gap = std - old_std
         rel = gap / old_std if scaled else gap
@@ -87,10 +93,12 @@ def wasserstein_projection(
         proj_cov = xp.where(active[..., None], proj_std * proj_std, p.cov)
         return Gaussian(project_mean(p.mean, p.old_mean, maha, eps_m, xp), proj_cov)
 
+    C.check_condition(p.old_cov, "old_cov", xp)
     check = B.validation_enabled()
     old_chol = B.cholesky(p.old_cov, xp, name="old_cov", check=check)
     chol = B.cholesky(p.cov, xp, name="cov", check=check)
     maha = maha_chol(diff, old_chol, xp) if scaled else xp.sum(diff * diff, axis=-1)
+    C.check_divergence_finite(maha, "the W2 mean part", xp)
     if exact:
         proj_cov, active = _geodesic_cov(p.cov, p.old_cov, chol, old_chol, eps_c, scaled, xp)
     else:
