@@ -74,26 +74,26 @@ def _dtype_name(dtype: Any) -> str:
 def working_precision(minimum: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: compute in at least ``minimum`` ("float32" or "float64"), return the input dtype.
 
-    When every array argument of a floating dtype shares one dtype with fewer bits than
-    ``minimum`` (float16 and bfloat16 always count as below float32), all of them are cast up,
-    the function runs, and every array of its result (a NamedTuple of arrays or one array) is
-    cast back to that dtype; differentiable with torch. Mixed dtypes pass through unchanged, so
-    that the function's own checks report the mismatch.
+    When the first argument (the mean, or the covariance) has a floating dtype with fewer bits
+    than ``minimum`` (float16 and bfloat16 always count as below float32), every array argument
+    of that dtype is cast up, the function runs, and every array of its result (a NamedTuple of
+    arrays or one array) is cast back to that dtype; differentiable with torch. Arguments of
+    other dtypes pass unchanged: bounds are cast by the function itself, and mixed distribution
+    dtypes are reported by its checks.
     """
     target_bits = _BITS[minimum]
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            arrays = [a for a in (*args, *kwargs.values()) if _is_float_array(a)]
-            names = {_dtype_name(a.dtype) for a in arrays}
-            if len(names) != 1:
+            first = args[0] if args else None
+            if not _is_float_array(first) or isinstance(first, np.generic):
                 return fn(*args, **kwargs)
-            (name,) = names
-            if _BITS.get(name, 64) >= target_bits:
+            low = first.dtype
+            if _BITS.get(_dtype_name(low), 64) >= target_bits:
                 return fn(*args, **kwargs)
-            low = arrays[0].dtype
-            up = lambda a: _cast(a, minimum) if _is_float_array(a) else a  # noqa: E731
+            same = lambda a: _is_float_array(a) and a.dtype == low  # noqa: E731
+            up = lambda a: _cast(a, minimum) if same(a) else a  # noqa: E731
             token = _RESULT_DTYPE.set(low) if _RESULT_DTYPE.get() is None else None
             try:
                 out = fn(*(up(a) for a in args), **{k: up(v) for k, v in kwargs.items()})
