@@ -179,17 +179,17 @@ def input_sensitivity(
     The old policy is known only to its dtype's resolution too, and a part of ill-conditioned
     ``Σ_o`` moves under that rounding by ~κ u (a backward-stable solve is accurate to exactly
     this). Mean parts: ``∂ maha/∂Σ_o = -g gᵀ``, ``∂ maha/∂μ_o = -2 g`` (``g = Σ_o⁻¹(μ̃ - μ_o)``).
-    Covariance parts: KL ``½(Σ_o⁻¹ - Σ_o⁻¹ Σ̃ Σ_o⁻¹)``; Frobenius and plain W2 are symmetric in
-    their arguments (the gradient with the roles swapped); for scaled W2 and Eq. 9, whose
-    arguments play near-symmetric roles where the result lies close to ``Σ_o``, the output's
-    sensitivity stands in.
+    Covariance parts: KL ``½(Σ_o⁻¹ - Σ_o⁻¹ Σ̃ Σ_o⁻¹)``; Frobenius, plain W2 and plain Eq. 9 are
+    symmetric in their arguments (the gradient with the roles swapped); for scaled W2 and Eq. 9,
+    whose arguments play near-symmetric roles where the result lies close to ``Σ_o``, the
+    output's sensitivity stands in.
     """
     if measure == "entropy":
         return 0.0, 0.0
     if measure == "kl":
         inv = np.linalg.inv(old)
         gc = 0.5 * (inv - inv @ cov @ inv)
-    elif measure in ("frobenius", "w2_plain"):
+    elif measure in ("frobenius", "w2_plain", "eq9_plain"):
         gc = _cov_gradient(measure, old, cov)
     else:
         gc = None

@@ -4,7 +4,8 @@ Every call draws one state (seeded by ``[seed, index]``, so ``--replay INDEX`` r
 a projection (KL, joint KL with and without an entropy bound, W2 by Eq. 9 scaled and plain, the
 exact W2 scaled and plain, Frobenius, entropy), diagonal or full, ``d`` in 1-32, condition
 numbers up to 1e8 (float64) or 1e4 (float32) for both covariances, near-coincident pairs among
-them, ε log-uniform in [1e-8, 10] (and a fifth of the states strictly inside their bounds).
+them, ε log-uniform in [1e-8, 10] (in the old covariance's units for Frobenius and plain W2
+covariance parts; a fifth of the parts strictly inside their bounds).
 
 Each result is re-measured in float64 by :mod:`verification._measures` (no library code). A
 bounded part is held to ``d(π̃, π_o) ≤ ε + tol`` with the representability tolerance
@@ -169,6 +170,13 @@ def draw_case(seed: int, index: int, dtypes: Sequence[str], backends: Sequence[s
         cov, old = np.diag(np.diag(cov)), np.diag(np.diag(old))
     mean, cov, old_mean, old = rnd(mean), rnd(cov), rnd(old_mean), rnd(old)
     eps = 10.0 ** rng.uniform(*np.log10(EPS_RANGE), size=2)
+    # Measures with units get ε in the old covariance's units: ‖Σ - Σ_o‖_F² scales with
+    # max Σ_o,ii², the plain W2 covariance part with max Σ_o,ii (the other parts are relative).
+    top = float(np.max(np.diag(old)))
+    if projection == "frobenius":
+        eps[1] *= top * top
+    elif projection.endswith("plain"):
+        eps[1] *= top
     inside = rng.uniform(size=2) < 0.2
     case = Case(index, projection, diag, d, dtype, backend, cond, mean, cov, old_mean, old, *eps)
     measure = MEASURE_OF.get(projection, (None,))[0]
@@ -514,8 +522,10 @@ def render(
         f"dtypes {'/'.join(dtypes)}, back ends {'/'.join(backends)} ({seconds:.0f} s)",
         f"domain: d {DIMS[0]}-{DIMS[1]}, diagonal and full; condition numbers up to "
         + ", ".join(f"{MAX_COND[d]:.0e} ({d})" for d in dtypes)
-        + f"; eps log-uniform in [{EPS_RANGE[0]:g}, {EPS_RANGE[1]:g}], 20% of parts strictly "
-        "inside; 40% of covariances within 1e-6..1 (relative) of the old one",
+        + f"; eps log-uniform in [{EPS_RANGE[0]:g}, {EPS_RANGE[1]:g}] (times max Σ_o,ii² for "
+        "Frobenius, max Σ_o,ii for plain W2 covariance parts), 20% of parts strictly inside; "
+        "40% of covariances within 1e-6..1 (relative) of the old one; variances 1e-2..1e2 "
+        "times the condition spread",
         "tolerance: d(result, old) <= eps + 4 (R + R_o) + 64 u eps, R (R_o) = first-order change "
         "of d when every entry of the result (of the old policy) is rounded (unit roundoff u: "
         + ", ".join(f"{_unit_roundoff(d):.3g} for {d}" for d in dtypes)
