@@ -15,6 +15,10 @@ from verification.checks import CHECKS, Config, Tolerances
 from verification.report import render_markdown, run_checks, write_report
 
 QUICK = {"cases": 8, "dims": (1, 2, 3, 4), "mc_samples": 50_000, "fd_directions": 1}
+# --hard: condition numbers up to 1e4 (u ∈ ±ln(1e4)/2) instead of e² and every instance rescaled
+# by 10^k, k ∈ [-3, 3]; d up to 12. The solver references are the bottleneck beyond this (their
+# accuracy degrades with conditioning); the fuzz (python -m verification.fuzz) goes to 1e8.
+HARD = {"log_scale": 0.5 * 9.210340371976184, "hard": True, "dims": (1, 2, 3, 5, 8, 12)}
 
 
 def _dims(text: str) -> tuple[int, ...]:
@@ -49,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="8 cases, d in 1-4, fewer MC samples: well under a minute",
     )
+    p.add_argument(
+        "--hard",
+        action="store_true",
+        help="ill-conditioned (condition up to 1e4) and rescaled (1e-3..1e3) cases, d up to 12",
+    )
     p.add_argument("--out", default="verification_report", help="directory for the report")
     p.add_argument("--checks", default="*", help="glob over check names (default: all)")
     p.add_argument(
@@ -74,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{c.name}: {c.description}")
         return 0
     settings: dict = dict(QUICK) if args.quick else {}
+    if args.hard:
+        settings = {**settings, **HARD}
+        if args.quick:
+            settings["dims"] = (1, 3, 8)
     if args.cases is not None:
         settings["cases"] = args.cases
     if args.dims is not None:
