@@ -4,7 +4,9 @@ Nothing here imports :mod:`trpl_math`. The values are cancellation-free where th
 formulas cancel (a projection's result lies close to the old policy when the bound is small):
 
 * KL covariance part ``½ Σ (β_i - log(1 + β_i))`` with ``β`` the eigenvalues of
-  ``Σ_o^{-1/2} (Σ - Σ_o) Σ_o^{-1/2}`` (the difference is formed from the inputs);
+  ``Σ_o^{-1/2} (Σ - Σ_o) Σ_o^{-1/2}`` (the difference is formed from the inputs) where
+  ``|β_i| < ½``, and ``α_i - 1 - log α_i`` from the eigenvalues of ``Σ_o^{-1/2} Σ Σ_o^{-1/2}``
+  elsewhere (each accurate in its range);
 * scaled W2 covariance part ``Σ (β_i / (1 + sqrt(1 + β_i)))²`` (``= Σ (sqrt(1 + β_i) - 1)²``);
 * plain W2 covariance part ``‖Σ_o^{-1/2} D‖_F²`` with ``D = R - Σ_o`` from SciPy's Bartels-Stewart
   solver, ``R D + D Σ_o = Σ_o^{1/2} (Σ - Σ_o) Σ_o^{1/2}`` (``R = (Σ_o^{1/2} Σ Σ_o^{1/2})^{1/2}``);
@@ -51,13 +53,31 @@ def _phi(x: np.ndarray) -> np.ndarray:
     return np.where(small, series, x - np.log1p(np.where(small, 0.0, x)))
 
 
+def _whitened_spectrum(cov: np.ndarray, old: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(α, β)``: eigenvalues of ``A = Σ_o^{-1/2} Σ Σ_o^{-1/2}`` and of ``A - I``, both sorted.
+
+    ``β`` comes from the difference ``Σ - Σ_o`` (accurate where ``A ≈ I``), ``α`` from ``A``
+    itself (accurate relative to each eigenvalue where ``A`` is far from ``I``)."""
+    w = _pow(old, -0.5)
+    alpha = np.linalg.eigvalsh(_sym(w @ cov @ w))
+    beta = np.linalg.eigvalsh(_whitened_delta(cov, old))
+    return alpha, beta
+
+
 def kl_cov(cov: np.ndarray, old: np.ndarray) -> float:
-    return float(0.5 * np.sum(_phi(np.linalg.eigvalsh(_whitened_delta(cov, old)))))
+    alpha, beta = _whitened_spectrum(cov, old)
+    near = np.abs(beta) < 0.5
+    safe = np.where(near, 1.0, np.clip(alpha, 1e-300, None))
+    far = safe - 1.0 - np.log(safe)
+    return float(0.5 * np.sum(np.where(near, _phi(np.where(near, beta, 0.0)), far)))
 
 
 def w2_scaled_cov(cov: np.ndarray, old: np.ndarray) -> float:
-    b = np.clip(np.linalg.eigvalsh(_whitened_delta(cov, old)), -1.0, None)
-    return float(np.sum((b / (1.0 + np.sqrt(1.0 + b))) ** 2))
+    alpha, beta = _whitened_spectrum(cov, old)
+    near = np.abs(beta) < 0.5
+    b = np.where(near, beta, 0.0)
+    far = (np.sqrt(np.clip(alpha, 0.0, None)) - 1.0) ** 2
+    return float(np.sum(np.where(near, (b / (1.0 + np.sqrt(1.0 + b))) ** 2, far)))
 
 
 def _root_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -89,7 +89,11 @@ class Config:
 
     def domain(self) -> str:
         """One line stating what the cases cover (the report header prints it)."""
-        scales = ", variances scaled by 1e-3..1e3 (hard mode)" if self.hard else ""
+        scales = (
+            ", variances scaled by 1e-3..1e3 (hard mode: reference-FD Jacobians left out)"
+            if self.hard
+            else ""
+        )
         return (
             f"d ∈ {{{', '.join(map(str, self.dims))}}}; covariances Q diag(exp(u)) Qᵀ with "
             f"u ∈ [-{self.log_scale:g}, {self.log_scale:g}] (condition ≤ "

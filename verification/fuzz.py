@@ -114,7 +114,10 @@ class Check:
     confirmed: bool | None = None
 
     def excess(self) -> float:
-        """Signed excess over the allowance in units of ``tol`` (> 1: out of tolerance)."""
+        """Signed excess over the allowance in units of ``tol`` (> 1: out of tolerance); a
+        non-finite measurement counts as infinite (flagged, then re-measured in mpmath)."""
+        if not (math.isfinite(self.value) and math.isfinite(self.tol) and self.tol > 0):
+            return math.inf
         if self.kind == "bound":
             return (self.value - self.bound) / self.tol
         if self.kind == "floor":

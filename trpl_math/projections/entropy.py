@@ -13,7 +13,7 @@ from trpl_math.divergences import entropy
 __all__ = ["entropy_projection", "entropy_schedule"]
 
 
-@B.working_precision("float32")
+@B.working_precision("float64")
 def entropy_projection(
     cov: Array, entropy_bound: Any, *, equality: bool = False, diag: bool = False
 ) -> Array:
