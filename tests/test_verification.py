@@ -485,5 +485,5 @@ class TestEntropyControlAndDomain:
         args = ["--quick", "--hard", "--checks", "divergences*", "--out", str(tmp_path), "--quiet"]
         assert main(args) == 0
         out = capsys.readouterr().out
-        assert "condition ≤ 1e+04" in out and "variances scaled by 1e-3..1e3 (hard mode)" in out
+        assert "condition ≤ 1e+04" in out and "variances scaled by 1e-3..1e3 (hard mode" in out
         assert "d ∈ {1, 3, 8}" in out
