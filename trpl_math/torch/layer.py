@@ -206,7 +206,9 @@ class TrustRegionLayer(torch.nn.Module):
                 return DivergenceParts(mean_part, cov_part)
             return tm.wasserstein_distance(mean, cov, old_mean, old_cov, scaled=self.scaled, **kw)
 
-    def penalty(self, proj: Gaussian, mean: torch.Tensor, cov: torch.Tensor | None) -> torch.Tensor:
+    def penalty(
+        self, proj: Gaussian, mean: torch.Tensor, cov: torch.Tensor | None
+    ) -> torch.Tensor:
         """Eq. 12's regression term without α: ``mean_s d(π̃(·|s) detached, π_θ(·|s))``.
 
         The projection is a fixed target; the gradient flows into the network's own output
