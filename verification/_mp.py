@@ -42,7 +42,10 @@ def _trace(a: mpmath.matrix) -> mpmath.mpf:
 
 
 def _logdet(a: mpmath.matrix) -> mpmath.mpf:
+    """``log|a|``; ``-inf`` if ``a`` is not positive definite (then every KL is infinite)."""
     w, _ = mpmath.eigsy(_sym(a))
+    if min(w[i] for i in range(a.rows)) <= 0:
+        return mpmath.mpf("-inf")
     return mpmath.fsum(mpmath.log(w[i]) for i in range(a.rows))
 
 

@@ -439,8 +439,11 @@ def run(
                 if rechecks < max_rechecks:
                     rechecks += 1
                     tally.rechecked += 1
-                    values = _result_values(case)
-                    check.value = recheck(case, check, values)
+                    try:
+                        check.value = recheck(case, check, _result_values(case))
+                    except Exception as err:  # a failed re-measurement is reported, not hidden
+                        check.value = math.inf
+                        out.message = f"mpmath re-measurement failed: {type(err).__name__}: {err}"
                     excess = check.excess()
                     check.confirmed = excess > 1.0
                     tally.confirmed += int(check.confirmed)
