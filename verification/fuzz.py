@@ -416,9 +416,44 @@ def run(
     """Run ``calls`` cases; returns tallies, the worst cases, unverified flags and seconds."""
     tallies = {p: Tally() for p in PROJECTIONS}
     worst: list[tuple[float, Outcome, Check | None]] = []
-    unverified = 0
-    rechecks = 0
     t0 = time.perf_counter()
+    try:
+        _loop(
+            seed,
+            dtypes,
+            backends,
+            start,
+            calls,
+            max_rechecks,
+            worst_shown,
+            progress,
+            t0,
+            tallies,
+            worst,
+            counters := {"unverified": 0, "rechecks": 0},
+        )
+    except KeyboardInterrupt:  # report what ran: an interrupted run states its real count
+        if progress is not None:
+            progress("interrupted: reporting the calls run so far")
+    worst = sorted(worst, key=lambda w: -w[0])[:worst_shown]
+    return tallies, worst, counters["unverified"], time.perf_counter() - t0
+
+
+def _loop(
+    seed,
+    dtypes,
+    backends,
+    start,
+    calls,
+    max_rechecks,
+    worst_shown,
+    progress,
+    t0,
+    tallies,
+    worst,
+    counters,
+) -> None:
+    """The body of :func:`run` (interruptible: the tallies fill in place)."""
     for index in range(start, start + calls):
         case = draw_case(seed, index, dtypes, backends)
         out = run_case(case)
@@ -436,8 +471,8 @@ def run(
             excess = check.excess()
             if excess > 0.5:
                 tally.flagged += 1
-                if rechecks < max_rechecks:
-                    rechecks += 1
+                if counters["rechecks"] < max_rechecks:
+                    counters["rechecks"] += 1
                     tally.rechecked += 1
                     try:
                         check.value = recheck(case, check, _result_values(case))
@@ -448,15 +483,13 @@ def run(
                     check.confirmed = excess > 1.0
                     tally.confirmed += int(check.confirmed)
                 else:
-                    unverified += 1
+                    counters["unverified"] += 1
             tally.worst = max(tally.worst, excess)
             worst.append((excess, out, check))
         if len(worst) > 4 * worst_shown:
-            worst = sorted(worst, key=lambda w: -w[0])[: 2 * worst_shown]
+            worst[:] = sorted(worst, key=lambda w: -w[0])[: 2 * worst_shown]
         if progress is not None and (index - start + 1) % max(1, calls // 20) == 0:
             progress(f"{index - start + 1}/{calls} calls, {time.perf_counter() - t0:.0f} s")
-    worst = sorted(worst, key=lambda w: -w[0])[:worst_shown]
-    return tallies, worst, unverified, time.perf_counter() - t0
 
 
 def _result_values(case: Case) -> tuple[np.ndarray, np.ndarray]:
