@@ -73,3 +73,18 @@ def test_replay_rebuilds_the_case() -> None:
 
 def test_bad_arguments() -> None:
     assert fuzz.main(["--calls", "-1"]) == 2
+
+
+def test_interrupted_run_reports_the_calls_it_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    real, seen = fuzz.run_case, []
+
+    def run_case(case: fuzz.Case) -> fuzz.Outcome:
+        seen.append(case.index)
+        if len(seen) == 30:
+            raise KeyboardInterrupt
+        return real(case)
+
+    monkeypatch.setattr(fuzz, "run_case", run_case)
+    code, text = _run(monkeypatch, "--calls", "100", "--seed", "2")
+    assert code == 0
+    assert text.startswith("trpl_math fuzz: 29 calls, seed 2")
