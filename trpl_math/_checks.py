@@ -171,7 +171,7 @@ def check_bound_floor(
     work = finfo(like.dtype)  # underflow is the working dtype's concern
     floor = resolution_floor(dtype) * scale + float(work.tiny) / (float(work.eps) / 2.0)
     eps = stop_gradient(eps, xp)
-    floor = stop_gradient(floor, xp) if hasattr(floor, "shape") else floor
+    floor = stop_gradient(floor + xp.zeros_like(eps), xp)  # an array even for a float scale
     bad = eps < floor
     if bool(xp.any(bad)):
         gap = float(xp.min(eps / floor))

@@ -261,7 +261,7 @@ def run_case(case: Case) -> Outcome:
     """Call the library on ``case`` and measure everything it promises (float64 only)."""
     out = Outcome(case)
     try:
-        with np.errstate(all="raise"):
+        with np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
             result = call_library(case)
     except ValueError as err:
         out.status, out.message = "refused", str(err)

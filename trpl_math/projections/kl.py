@@ -17,7 +17,7 @@ from trpl_math.types import Gaussian
 __all__ = ["kl_projection"]
 
 
-@B.working_precision("float32")
+@B.working_precision("float64")
 def kl_projection(
     mean: Array,
     cov: Array,
