@@ -423,3 +423,67 @@ def test_float32_library_passes_float32_tolerances():
     cfg = Config(cases=2, dims=(2, 3), dtype="float32", tolerances=Tolerances.for_dtype("float32"))
     report = run_checks(cfg, checks=_checks("kl_projection", "divergences[closed forms]"))
     assert report.passed, render_markdown(report)
+
+
+def _entropy_scales_cov_not_std(cov, entropy_bound, *, equality=False, diag=False):
+    """Algorithm 1 read literally: Σ scaled by exp((β - H)/d), H moves only halfway."""
+    import trpl_math as tm
+
+    h = tm.entropy(cov, diag=diag)
+    log_scale = (entropy_bound - h) / cov.shape[-1]
+    if not equality:
+        log_scale = np.clip(log_scale, 0.0, None)
+    return np.exp(log_scale)[(...,) + (None,) * (1 if diag else 2)] * cov
+
+
+def _entropy_always_equal(cov, entropy_bound, *, equality=False, diag=False):
+    """The inequality form that forgets it is one: also shrinks where H ≥ β."""
+    import trpl_math as tm
+
+    return tm.entropy_projection(cov, entropy_bound, equality=True, diag=diag)
+
+
+def _schedule_with_kappa(
+    *, step, total_steps, initial_entropy, target_per_dim, dim, kind, temperature
+):
+    """The authors' linear schedule (κ instead of dκ)."""
+    import trpl_math as tm
+
+    if kind == "linear":
+        return initial_entropy + (step / total_steps) * (target_per_dim - initial_entropy)
+    return tm.entropy_schedule(
+        step, total_steps, initial_entropy, target_per_dim, dim, kind=kind, temperature=temperature
+    )
+
+
+class TestEntropyControlAndDomain:
+    cfg = Config(cases=8, dims=(2, 3))
+
+    @pytest.mark.parametrize(
+        ("field", "wrong", "check"),
+        [
+            ("entropy_projection", _entropy_scales_cov_not_std, "entropy_projection[control]"),
+            ("entropy_projection", _entropy_always_equal, "entropy_projection[control]"),
+            ("entropy_schedule", _schedule_with_kappa, "entropy_schedule"),
+        ],
+    )
+    def test_planted_entropy_errors_fail(self, impl, field, wrong, check):
+        good = run_checks(self.cfg, impl, checks=_checks(check))
+        bad = run_checks(
+            self.cfg, dataclasses.replace(impl, **{field: wrong}), checks=_checks(check)
+        )
+        assert good.passed, render_markdown(good)
+        assert not bad.passed
+
+    def test_report_header_states_the_domain(self):
+        report = run_checks(self.cfg, default_implementation(), checks=_checks("entropy_schedule"))
+        text = render_markdown(report)
+        assert "Domain covered: d ∈ {2, 3}; covariances Q diag(exp(u)) Qᵀ with u ∈ [-1, 1]" in text
+        assert "(condition ≤ 7.39)" in text and "library dtype float64" in text
+
+    def test_hard_mode_covers_ill_conditioned_rescaled_cases(self, tmp_path, capsys):
+        args = ["--quick", "--hard", "--checks", "divergences*", "--out", str(tmp_path), "--quiet"]
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert "condition ≤ 1e+04" in out and "variances scaled by 1e-3..1e3 (hard mode" in out
+        assert "d ∈ {1, 3, 8}" in out

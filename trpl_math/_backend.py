@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -48,6 +49,82 @@ def no_validation() -> Iterator[None]:
         yield
     finally:
         _VALIDATE.reset(token)
+
+
+_RESULT_DTYPE: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "trpl_result_dtype", default=None
+)
+
+
+def result_dtype(x: Array) -> Any:
+    """The dtype the caller gets back: ``x.dtype``, or the input dtype that
+    :func:`working_precision` raised to the working one (limits of resolution follow it)."""
+    outer = _RESULT_DTYPE.get()
+    return x.dtype if outer is None else outer
+
+
+_LOW = ("float16", "bfloat16")
+_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def working_precision(minimum: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: compute in at least ``minimum`` ("float32" or "float64"), return the input dtype.
+
+    When the first argument (the mean, or the covariance) has a floating dtype with fewer bits
+    than ``minimum`` (float16 and bfloat16 always count as below float32), every array argument
+    of that dtype is cast up, the function runs, and every array of its result (a NamedTuple of
+    arrays or one array) is cast back to that dtype; differentiable with torch. Arguments of
+    other dtypes pass unchanged: bounds are cast by the function itself, and mixed distribution
+    dtypes are reported by its checks.
+    """
+    target_bits = _BITS[minimum]
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            first = args[0] if args else None
+            if not _is_float_array(first) or isinstance(first, np.generic):
+                return fn(*args, **kwargs)
+            low = first.dtype
+            if _BITS.get(_dtype_name(low), 64) >= target_bits:
+                return fn(*args, **kwargs)
+            same = lambda a: _is_float_array(a) and a.dtype == low  # noqa: E731
+            up = lambda a: _cast(a, minimum) if same(a) else a  # noqa: E731
+            token = _RESULT_DTYPE.set(low) if _RESULT_DTYPE.get() is None else None
+            try:
+                out = fn(*(up(a) for a in args), **{k: up(v) for k, v in kwargs.items()})
+            finally:
+                if token is not None:
+                    _RESULT_DTYPE.reset(token)
+            if isinstance(out, tuple):
+                return type(out)(*(_cast_to(x, low) for x in out))
+            return _cast_to(out, low)
+
+        return wrapper
+
+    return decorate
+
+
+def _is_float_array(x: Any) -> bool:
+    return hasattr(x, "dtype") and hasattr(x, "shape") and _dtype_name(x.dtype) in _BITS
+
+
+def _cast(x: Array, name: str) -> Array:
+    if hasattr(x, "to") and hasattr(x, "detach"):  # torch
+        import torch
+
+        return x.to(getattr(torch, name))
+    return np.asarray(x, dtype=name)
+
+
+def _cast_to(x: Array, dtype: Any) -> Array:
+    if hasattr(x, "to") and hasattr(x, "detach"):
+        return x.to(dtype)
+    return np.asarray(x, dtype=dtype)
 
 
 def namespace(*arrays: Any) -> ModuleType:
@@ -122,6 +199,8 @@ def solve_tril(L: Array, b: Array, xp: ModuleType, *, transpose: bool = False) -
         if transpose:
             return torch.linalg.solve_triangular(L.mT, b, upper=True)
         return torch.linalg.solve_triangular(L, b, upper=False)
+    if 0 in L.shape or 0 in b.shape:  # SciPy refuses zero-size batches
+        return np.zeros(np.broadcast_shapes(L.shape[:-1], b.shape[:-1]) + b.shape[-1:], b.dtype)
     return scipy.linalg.solve_triangular(L, b, lower=True, trans="T" if transpose else "N")
 
 

@@ -12,7 +12,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from trpl_math._backend import Array, mT, namespace, stop_gradient, validation_enabled
+from trpl_math._backend import (
+    Array,
+    eigvalsh,
+    mT,
+    namespace,
+    result_dtype,
+    stop_gradient,
+    validation_enabled,
+)
 
 
 class Pair(NamedTuple):
@@ -25,6 +33,16 @@ class Pair(NamedTuple):
     old_cov: Array
     dim: int
     batch_shape: tuple[int, ...]
+
+
+def _check_not_meta(x: Array, name: str) -> None:
+    device = getattr(x, "device", None)
+    if getattr(device, "type", None) == "meta":
+        raise ValueError(
+            f"{name} is a meta tensor (shape and dtype only, no values): the projections branch "
+            f"on values (which states are active, the root of the KL constraint), so they need "
+            f"real tensors"
+        )
 
 
 def _check_float(x: Array, name: str, xp: ModuleType) -> None:
@@ -46,6 +64,156 @@ def _check_symmetric(x: Array, name: str, xp: ModuleType) -> None:
     tol = 1e3 * float(xp.finfo(x.dtype).eps) * max(scale, 1e-300)
     if float(xp.max(xp.abs(x - mT(x)))) > tol:
         raise ValueError(f"{name} is not symmetric (|{name} - {name}ᵀ| exceeds {tol:.3g})")
+
+
+def finfo(dtype: Any) -> Any:
+    """``finfo`` of a NumPy or torch floating dtype."""
+    if "torch" in str(dtype):
+        import torch
+
+        return torch.finfo(dtype)
+    return np.finfo(dtype)
+
+
+def magnitude_limits(dtype: Any) -> tuple[float, float]:
+    """``(lo, hi)``: the range of variances (and ``|mean|`` up to ``hi``) a dtype can handle.
+
+    Divergences square covariances and means (Frobenius ``‖Σ - Σ_o‖²``, ``Σ_o^{1/2} Σ Σ_o^{1/2}``)
+    and divide by them, so entries must stay 1e4 inside ``sqrt(tiny)`` and ``sqrt(max)``: float64
+    about ``[1.5e-150, 1.3e150]``, float32 ``[1.1e-15, 1.8e15]``.
+    """
+    fi = finfo(dtype)
+    return float(fi.tiny) ** 0.5 * 1e4, float(fi.max) ** 0.5 / 1e4
+
+
+def condition_limit(dtype: Any) -> float:
+    """Largest condition number of a full covariance a projection accepts: ``1 / (512 u)``.
+
+    Beyond it the covariance is not determined by its entries in the dtype well enough for any
+    result to land on its bound (float64: 1.8e13; float32: 3.3e4; ``u`` the unit roundoff).
+    Half-precision input is solved in float32 and follows float32's limit.
+    """
+    return 1.0 / (512.0 * float(finfo(dtype).eps) / 2.0)
+
+
+def resolution_floor(dtype: Any) -> float:
+    """``(16 u)²``: the smallest relative divergence a result in ``dtype`` can resolve.
+
+    A Gaussian whose entries differ from the old one's by ``k`` units of roundoff lies at a
+    divergence ~ ``(k u)²`` (relative measures: KL, scaled W2); bounds below ``(16 u)²`` cannot
+    be met to better than ~10% (float64: 3.2e-30, float32: 9.1e-13).
+    """
+    return (16.0 * float(finfo(dtype).eps) / 2.0) ** 2
+
+
+def _check_magnitude(x: Array, name: str, xp: ModuleType, *, cov: bool, diag: bool) -> None:
+    if 0 in tuple(x.shape):
+        return
+    x = stop_gradient(x, xp)
+    lo, hi = magnitude_limits(x.dtype)
+    vals = (x if diag else _diag(x, xp)) if cov else x
+    big = float(xp.max(xp.abs(x)))
+    if big > hi:
+        raise ValueError(
+            f"{name} has entries up to {big:.3g}, above {hi:.3g}, the largest magnitude "
+            f"{x.dtype} can handle here (its square must not overflow); rescale the problem"
+        )
+    if cov:
+        small = float(xp.min(vals))
+        if 0 < small < lo:
+            what = "variances" if diag else "diagonal entries"
+            raise ValueError(
+                f"{name} has {what} down to {small:.3g}, below {lo:.3g}, the smallest "
+                f"{x.dtype} can handle here (its square must not underflow); rescale the problem"
+            )
+
+
+def _diag(x: Array, xp: ModuleType) -> Array:
+    return xp.linalg.diagonal(x) if hasattr(xp, "linalg") else np.diagonal(x, axis1=-2, axis2=-1)
+
+
+def check_condition(cov: Array, name: str, xp: ModuleType) -> None:
+    """Refuse full covariances whose condition number exceeds :func:`condition_limit`.
+
+    The limit follows :func:`trpl_math._backend.result_dtype` (the dtype of the result, which is
+    what must resolve the answer). Runs only while validating; costs one ``eigvalsh``.
+    """
+    if not validation_enabled() or 0 in tuple(cov.shape):
+        return
+    ev = eigvalsh(stop_gradient(cov, xp), xp)
+    lo, hi = ev[..., 0], ev[..., -1]
+    if not bool(xp.all(lo > 0)):
+        return  # not positive definite: the Cholesky check reports it by name
+    cond = float(xp.max(hi / lo))
+    dtype = result_dtype(cov)
+    if float(finfo(dtype).bits) < 32:  # half precision: rounded copies of a float32 solve
+        dtype = cov.dtype
+    limit = condition_limit(dtype)
+    if cond > limit:
+        raise ValueError(
+            f"{name} is too ill-conditioned for {dtype}: condition number "
+            f"{cond:.3g} exceeds {limit:.3g} (1/(512 u)); no projection can be resolved there"
+        )
+
+
+def check_bound_floor(
+    eps: Array, name: str, xp: ModuleType, scale: Array | float = 1.0, *, like: Array
+) -> None:
+    """Refuse bounds below what the result's dtype can resolve (see :func:`resolution_floor`).
+
+    ``scale`` makes the floor absolute for measures with units (``tr Σ_o`` for plain W2,
+    ``‖Σ_o‖_F²`` for Frobenius; a mean part's own metric norm of ``μ_o``); the floor is never
+    below ``tiny / u`` of the working dtype (underflow).
+    """
+    if not validation_enabled() or 0 in tuple(eps.shape):
+        return
+    dtype = result_dtype(like)
+    work = finfo(like.dtype)  # underflow is the working dtype's concern
+    floor = resolution_floor(dtype) * scale + float(work.tiny) / (float(work.eps) / 2.0)
+    eps = stop_gradient(eps, xp)
+    floor = stop_gradient(floor + xp.zeros_like(eps), xp)  # an array even for a float scale
+    bad = eps < floor
+    if bool(xp.any(bad)):
+        gap = float(xp.min(eps / floor))
+        at = float(xp.max(xp.where(bad, floor, xp.zeros_like(floor))))
+        raise ValueError(
+            f"{name} = {float(xp.min(xp.where(bad, eps, floor))):.3g} is below what {dtype} can "
+            f"resolve here ({at:.3g} = (16u)² times the measure's scale; {gap:.2g} of it): the "
+            f"bound cannot be met; use a larger bound or a wider dtype"
+        )
+
+
+def mean_scale(
+    old_mean: Array, old_cov: Array, xp: ModuleType, *, diag: bool, metric: bool
+) -> Array:
+    """``max_i μ_o,i² / Σ_o,ii`` (``metric``) or ``max_i μ_o,i²``: the size of the old mean in a
+    mean part's own units; a mean one rounding unit away from ``μ_o`` in its largest entry lies
+    about ``u²`` times this away. ``(...)``."""
+    sq = old_mean * old_mean
+    if metric:
+        sq = sq / (old_cov if diag else _diag(old_cov, xp))
+    return xp.max(sq, axis=-1)
+
+
+def cov_scale(old_cov: Array, xp: ModuleType, *, diag: bool, squared: bool) -> Array:
+    """``max_ij Σ_o,ij²`` (``squared``, Frobenius) or ``max_i Σ_o,ii`` (plain W2), ``(...)``: how
+    far (in the measure) a covariance one rounding unit away from ``Σ_o`` lies, over ``u²``."""
+    var = old_cov if diag else _diag(old_cov, xp)
+    if squared:
+        return xp.max(var * var, axis=-1)  # |Σ_ij| <= max_i Σ_ii for positive definite Σ
+    return xp.max(var, axis=-1)
+
+
+def check_divergence_finite(value: Array, what: str, xp: ModuleType) -> None:
+    """Raise if a divergence overflowed (the distributions lie too far apart for the dtype)."""
+    if not validation_enabled() or 0 in tuple(value.shape):
+        return
+    v = stop_gradient(value, xp)
+    if not bool(xp.all(xp.isfinite(v))):
+        raise ValueError(
+            f"{what} overflows {value.dtype} (inf): the new and the old Gaussian lie too far "
+            f"apart for this dtype; rescale the problem"
+        )
 
 
 def check_cov(cov: Array, name: str, xp: ModuleType, *, diag: bool) -> None:
@@ -70,6 +238,7 @@ def check_cov(cov: Array, name: str, xp: ModuleType, *, diag: bool) -> None:
             raise ValueError(f"{name} must hold positive variances (diag=True); found values <= 0")
     else:
         _check_symmetric(cov, name, xp)
+    _check_magnitude(cov, name, xp, cov=True, diag=diag)
 
 
 def check_mean(mean: Array, name: str, xp: ModuleType) -> None:
@@ -77,6 +246,7 @@ def check_mean(mean: Array, name: str, xp: ModuleType) -> None:
     if mean.ndim < 1:
         raise ValueError(f"{name} must have shape (..., d), got a scalar")
     _check_finite(mean, name, xp)
+    _check_magnitude(mean, name, xp, cov=False, diag=False)
 
 
 def _event_shape(cov: Array, diag: bool) -> tuple[tuple[int, ...], int]:
@@ -92,6 +262,7 @@ def prepare_pair(mean: Array, cov: Array, old_mean: Array, old_cov: Array, *, di
     for name, x in args.items():
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             raise TypeError(f"{name} must be a NumPy array or torch tensor, got {type(x).__name__}")
+        _check_not_meta(x, name)
     if validation_enabled():
         check_mean(mean, "mean", xp)
         check_mean(old_mean, "old_mean", xp)
@@ -137,6 +308,7 @@ def prepare_pair(mean: Array, cov: Array, old_mean: Array, old_cov: Array, *, di
 def prepare_cov(cov: Array, *, diag: bool, name: str = "cov") -> tuple[ModuleType, int]:
     """Namespace and event dimension of a lone covariance argument, checked."""
     xp = namespace(cov)
+    _check_not_meta(cov, name)
     if validation_enabled():
         check_cov(cov, name, xp, diag=diag)
     elif cov.ndim < (1 if diag else 2):

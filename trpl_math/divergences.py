@@ -14,7 +14,7 @@ from types import ModuleType
 
 from trpl_math import _backend as B
 from trpl_math._backend import Array
-from trpl_math._checks import prepare_cov, prepare_pair
+from trpl_math._checks import check_divergence_finite, prepare_cov, prepare_pair
 from trpl_math.types import DivergenceParts
 
 __all__ = ["entropy", "frobenius_distance", "kl_divergence", "wasserstein_distance"]
@@ -81,9 +81,67 @@ def kl_cov_diag(var: Array, old_var: Array, xp: ModuleType) -> Array:
     return 0.5 * xp.sum(x_minus_log1p(var / old_var - 1.0, xp), axis=-1)
 
 
+def w2_plain_cov(cov: Array, old_cov: Array, old_chol: Array, xp: ModuleType) -> Array:
+    """Plain W2 covariance part ``tr(Σ + Σ_o - 2 (Σ_o^{1/2} Σ Σ_o^{1/2})^{1/2})``, no cancellation.
+
+    The value is :func:`w2_plain_cov_values` (float64, accurate to ~1e-12 relative even when Σ is
+    close to Σ_o); with torch its gradient is that of the trace formula, ``I - T`` (the same
+    function, written through :func:`trpl_math._backend.sqrtm_psd`, whose backward is finite for
+    repeated eigenvalues), added as ``naive - stop_gradient(naive)``, which is exactly 0.
+
+    Shapes: ``cov, old_cov, old_chol (..., d, d)`` of one batch shape -> ``(...)``.
+    """
+    host, (c_h, o_h) = B.to_host(xp, cov, old_cov)
+    value = B.from_host(w2_plain_cov_values(c_h, o_h, host), xp, cov)
+    value = xp.astype(value, cov.dtype)
+    if not B.is_torch(xp):
+        return value
+    inner = B.sqrtm_psd(B.sym(B.mT(old_chol) @ cov @ old_chol), xp)
+    naive = xp.sum(
+        B.diagonal(cov, xp) + B.diagonal(old_cov, xp) - 2.0 * B.diagonal(inner, xp), axis=-1
+    )
+    return value + (naive - B.stop_gradient(naive, xp))
+
+
+def w2_plain_cov_values(cov: Array, old_cov: Array, xp: ModuleType) -> Array:
+    """Values of :func:`w2_plain_cov` in float64 (no gradient), from the difference ``Δ = Σ - Σ_o``.
+
+    In the eigenbasis ``V`` of ``Σ_o = V diag(s) Vᵀ`` (all matrices below rotated into it), with
+    ``P = s^{1/2} Σ s^{1/2}`` and ``Q = s^{1/2} Δ s^{1/2}``, the difference of square roots
+    ``D = P^{1/2} - diag(s)`` solves ``diag(s) D + D diag(s) + D² = Q``, and the W2 covariance part
+    is ``‖(T - I) Σ_o^{1/2}‖_F² = ‖diag(s)^{-1/2} D‖_F²`` (``T`` the optimal transport map;
+    ``tr((T - I) Σ_o (T - I)) = tr Σ + tr Σ_o - 2 tr(T Σ_o)``). With ``P = K diag(a²) Kᵀ``, the
+    Sylvester form ``P^{1/2} D + D diag(s) = Q`` gives ``D = K X`` with
+    ``X_ij = (Kᵀ Q)_ij / (a_i + s_j)``: only sums of positive numbers in the denominators, no
+    difference of large equal traces. One Newton step on the quadratic equation (residual
+    computed from ``Q`` directly, correction ``K[(Kᵀ R K)_ij / (a_i + a_j)]Kᵀ``) removes the
+    error of the eigendecomposition of ``P`` (~u‖P‖), which would otherwise not scale with ``Δ``.
+    Accurate to ~1e-12 relative against 50-digit arithmetic for condition numbers up to 1e8.
+    """
+    cov = xp.asarray(cov, dtype=xp.float64)
+    old_cov = xp.asarray(old_cov, dtype=xp.float64)
+    s, v = B.eigh(B.sym(old_cov), xp)
+    s = xp.clip(s, 1e-300, None)
+    rs = xp.sqrt(s)
+    vt = B.mT(v)
+    delta = B.sym(vt @ (cov - old_cov) @ v)
+    p = rs[..., :, None] * B.sym(vt @ cov @ v) * rs[..., None, :]
+    a2, k = B.eigh(B.sym(p), xp)
+    a = xp.sqrt(xp.clip(a2, 0.0, None))
+    q = rs[..., :, None] * delta * rs[..., None, :]
+    kt = B.mT(k)
+    x = (kt @ q) / (a[..., :, None] + s[..., None, :])
+    d = B.sym(k @ x)
+    res = q - (s[..., :, None] + s[..., None, :]) * d - d @ d
+    d = B.sym(d + k @ ((kt @ res @ k) / (a[..., :, None] + a[..., None, :])) @ kt)
+    y = d / rs[..., :, None]
+    return xp.sum(xp.sum(y * y, axis=-1), axis=-1)
+
+
 # --- public measures ------------------------------------------------------------------------
 
 
+@B.working_precision("float32")
 def kl_divergence(
     mean: Array, cov: Array, old_mean: Array, old_cov: Array, *, diag: bool = False
 ) -> DivergenceParts:
@@ -124,6 +182,7 @@ def kl_divergence(
     return DivergenceParts(0.5 * maha_chol(diff, old_chol, xp), kl_cov_chol(chol, old_chol, xp))
 
 
+@B.working_precision("float64")
 def wasserstein_distance(
     mean: Array,
     cov: Array,
@@ -175,14 +234,12 @@ def wasserstein_distance(
         )
     if check:
         B.cholesky(p.cov, xp, name="cov", check=True)
-    inner = B.mT(old_chol) @ p.cov @ old_chol
-    ev = xp.clip(B.eigvalsh(B.sym(inner), xp), 0.0, None)
-    tr = B.diagonal(p.cov, xp) + B.diagonal(p.old_cov, xp)
     return DivergenceParts(
-        xp.sum(diff * diff, axis=-1), xp.sum(tr, axis=-1) - 2.0 * xp.sum(xp.sqrt(ev), axis=-1)
+        xp.sum(diff * diff, axis=-1), w2_plain_cov(p.cov, p.old_cov, old_chol, xp)
     )
 
 
+@B.working_precision("float32")
 def frobenius_distance(
     mean: Array, cov: Array, old_mean: Array, old_cov: Array, *, diag: bool = False
 ) -> DivergenceParts:
@@ -206,17 +263,22 @@ def frobenius_distance(
     diff = p.mean - p.old_mean
     delta = p.cov - p.old_cov
     if diag:
-        return DivergenceParts(
+        out = DivergenceParts(
             xp.sum(diff * diff / p.old_cov, axis=-1), xp.sum(delta * delta, axis=-1)
         )
-    old_chol = B.cholesky(p.old_cov, xp, name="old_cov", check=B.validation_enabled())
-    if B.validation_enabled():
-        B.cholesky(p.cov, xp, name="cov", check=True)
-    return DivergenceParts(
-        maha_chol(diff, old_chol, xp), xp.sum(xp.sum(delta * delta, axis=-1), axis=-1)
-    )
+    else:
+        old_chol = B.cholesky(p.old_cov, xp, name="old_cov", check=B.validation_enabled())
+        if B.validation_enabled():
+            B.cholesky(p.cov, xp, name="cov", check=True)
+        out = DivergenceParts(
+            maha_chol(diff, old_chol, xp), xp.sum(xp.sum(delta * delta, axis=-1), axis=-1)
+        )
+    check_divergence_finite(out.mean, "maha(mean, old_mean; old_cov)", xp)
+    check_divergence_finite(out.cov, "‖cov - old_cov‖_F²", xp)
+    return out
 
 
+@B.working_precision("float32")
 def entropy(cov: Array, *, diag: bool = False) -> Array:
     """Differential entropy ``H = ½ d log(2πe) + ½ log|Σ|`` of Gaussians with covariance ``cov``.
 

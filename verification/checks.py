@@ -79,6 +79,27 @@ class Config:
     fd_directions: int = 2
     gradcheck_dims: tuple[int, ...] = (1, 3)
     tolerances: Tolerances = field(default_factory=Tolerances)
+    log_scale: float = 1.0  # eigenvalues exp(u), u ∈ [-log_scale, log_scale]: condition ≤ e^(2·)
+    hard: bool = False  # add ill-conditioned and extreme-scale cases (see HARD)
+
+    @property
+    def max_condition(self) -> float:
+        """Largest condition number a drawn covariance can have, ``exp(2 log_scale)``."""
+        return math.exp(2.0 * self.log_scale)
+
+    def domain(self) -> str:
+        """One line stating what the cases cover (the report header prints it)."""
+        scales = (
+            ", variances scaled by 1e-3..1e3 (hard mode: reference-FD Jacobians left out)"
+            if self.hard
+            else ""
+        )
+        return (
+            f"d ∈ {{{', '.join(map(str, self.dims))}}}; covariances Q diag(exp(u)) Qᵀ with "
+            f"u ∈ [-{self.log_scale:g}, {self.log_scale:g}] (condition ≤ "
+            f"{self.max_condition:.3g}){scales}; library dtype {self.dtype}; bounds ε = r·d(π, "
+            f"π_o), r log-uniform in [0.05, 2] (about 80% active); entropy checks: β = H ± 2"
+        )
 
     def __post_init__(self) -> None:
         if self.cases < 1:
@@ -87,6 +108,8 @@ class Config:
             raise ValueError(f"dims must be positive integers, got {self.dims}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
+        if not self.log_scale > 0:
+            raise ValueError(f"log_scale must be > 0, got {self.log_scale}")
 
 
 @dataclass(frozen=True)
@@ -102,6 +125,7 @@ class Implementation:
     wasserstein_distance: Callable[..., Any]
     frobenius_distance: Callable[..., Any]
     entropy: Callable[..., Any]
+    entropy_schedule: Callable[..., Any] | None = None  # None: the library's
 
 
 def default_implementation() -> Implementation:
@@ -118,6 +142,7 @@ def default_implementation() -> Implementation:
         wasserstein_distance=tm.wasserstein_distance,
         frobenius_distance=tm.frobenius_distance,
         entropy=tm.entropy,
+        entropy_schedule=tm.entropy_schedule,
     )
 
 
@@ -224,6 +249,16 @@ def _np_dtype(cfg: Config) -> type:
     return np.float64 if cfg.dtype == "float64" else np.float32
 
 
+def _instance(cfg: Config, rng: np.random.Generator, d: int, **kw: Any) -> la.Instance:
+    """A random instance at the configuration's conditioning; in hard mode also rescaled by a
+    random 10^k, k ∈ [-3, 3] (every measure compared is scale-free or rescaled alike)."""
+    inst = la.random_instance(rng, d, log_scale=cfg.log_scale, **kw)
+    if not cfg.hard:
+        return inst
+    c = 10.0 ** rng.uniform(-3, 3)
+    return la.Instance(inst.mean * c**0.5, inst.cov * c, inst.old_mean * c**0.5, inst.old_cov * c)
+
+
 def _round_trip(inst: la.Instance, cfg: Config) -> la.Instance:
     """The instance as the library sees it (cast to the dtype), back in float64 for references."""
     dt = _np_dtype(cfg)
@@ -322,7 +357,7 @@ def _projection_check(
         fill: list[float] = []  # informational: how far into the ball Eq. 9 lands
         for _ in range(cfg.cases):
             d = int(rng.choice(cfg.dims))
-            inst = la.random_instance(rng, d, structure=_structure(diag, commuting))
+            inst = _instance(cfg, rng, d, structure=_structure(diag, commuting))
             inst = _round_trip(inst, cfg)
             p_mean, p_cov = parts_fn(inst.mean, inst.cov, inst.old_mean, inst.old_cov)
             eps_m, eps_c = _ratio(rng) * p_mean, _ratio(rng) * p_cov
@@ -420,7 +455,7 @@ def _kl_joint_check(
         out = []
         for _ in range(cfg.cases):
             d = int(rng.choice(cfg.dims))
-            inst = _round_trip(la.random_instance(rng, d, structure=_structure(diag, False)), cfg)
+            inst = _round_trip(_instance(cfg, rng, d, structure=_structure(diag, False)), cfg)
             kl0 = sum(la.kl_parts(inst.mean, inst.cov, inst.old_mean, inst.old_cov))
             eps = _ratio(rng) * kl0
             beta = None
@@ -494,7 +529,7 @@ def _divergence_closed_forms(
     for k in range(cfg.cases):
         d = int(rng.choice(cfg.dims))
         diag = k % 2 == 1
-        inst = _round_trip(la.random_instance(rng, d, structure=_structure(diag, False)), cfg)
+        inst = _round_trip(_instance(cfg, rng, d, structure=_structure(diag, False)), cfg)
         args = _lib_inputs(inst, cfg, diag)
         start = time.perf_counter()
         got = [
@@ -520,12 +555,102 @@ def _divergence_closed_forms(
     return out
 
 
+def _entropy_control(
+    cfg: Config, impl: Implementation, rng: np.random.Generator
+) -> list[CaseResult]:
+    """``entropy_projection`` (Sec. 4.2): lands on β exactly, scales the standard deviation by
+    ``exp((β - H)/d)`` (Σ by its square, one scalar for the whole matrix), and in the inequality
+    form leaves ``H ≥ β`` bit-for-bit unchanged. Entropies measured independently (slogdet)."""
+    out = []
+    for k in range(cfg.cases):
+        d = int(rng.choice(cfg.dims))
+        diag = k % 2 == 1
+        inst = _round_trip(_instance(cfg, rng, d, structure=_structure(diag, False)), cfg)
+        cov = _lib_inputs(inst, cfg, diag)[1]
+        h = la.entropy(inst.cov)
+        beta = h + float(rng.uniform(-2.0, 2.0))
+        start = time.perf_counter()
+        eq = _full(impl.entropy_projection(cov, beta, equality=True, diag=diag), diag)
+        ineq = impl.entropy_projection(cov, beta, diag=diag)
+        lib_seconds = time.perf_counter() - start
+        scale = max(1.0, abs(beta))
+        gap = abs(la.entropy(eq) - beta) / scale
+        # One scalar c for every entry, c = exp(2(β - H)/d): the std scaled by c^{1/2}.
+        nz = inst.cov != 0
+        ratio = eq[nz] / inst.cov[nz]
+        want = math.exp(2.0 * (beta - h) / d)
+        rel = max(float(np.max(np.abs(ratio / want - 1.0))), 0.0)
+        if h >= beta:
+            unchanged = bool(np.array_equal(np.asarray(ineq), cov))
+            violation = 0.0
+            note = "" if unchanged else "H ≥ β changed by the inequality form"
+        else:
+            unchanged = True
+            violation = max(0.0, beta - la.entropy(_full(ineq, diag))) / scale
+            note = ""
+        out.append(
+            CaseResult(
+                abs_err=rel * want,
+                rel_err=rel,
+                violation=violation,
+                bound_gap=gap,
+                lib_seconds=lib_seconds,
+                passed=unchanged,
+                note=note,
+            )
+        )
+    return out
+
+
+def _entropy_schedules(
+    cfg: Config, impl: Implementation, rng: np.random.Generator
+) -> list[CaseResult]:
+    """``entropy_schedule`` against MATH.md: ``β_i = dκ + (H_0 - dκ) τ^{10 i/N}`` (exp) and
+    ``β_i = H_0 + (i/N)(dκ - H_0)`` (linear), at random steps including both ends."""
+    import trpl_math as tm
+
+    schedule = impl.entropy_schedule or tm.entropy_schedule
+    out = []
+    for k in range(cfg.cases):
+        total = int(rng.integers(1, 1000))
+        step = int(rng.choice([0, total, int(rng.integers(0, total + 1))]))
+        h0, kappa = float(rng.uniform(-5, 5)), float(rng.uniform(-2, 1))
+        d, tau = int(rng.choice(cfg.dims)), float(rng.uniform(0.1, 0.9))
+        kind = "exp" if k % 2 == 0 else "linear"
+        target = d * kappa
+        if kind == "exp":
+            want = target + (h0 - target) * tau ** (10.0 * step / total)
+        else:
+            want = h0 + (step / total) * (target - h0)
+        start = time.perf_counter()
+        got = float(
+            schedule(
+                step=step,
+                total_steps=total,
+                initial_entropy=h0,
+                target_per_dim=kappa,
+                dim=d,
+                kind=kind,
+                temperature=tau,
+            )
+        )
+        err = abs(got - want)
+        out.append(
+            CaseResult(
+                abs_err=err,
+                rel_err=_rel(err, max(1.0, abs(want))),
+                lib_seconds=time.perf_counter() - start,
+            )
+        )
+    return out
+
+
 def _w2_fidelity(cfg: Config, impl: Implementation, rng: np.random.Generator) -> list[CaseResult]:
     """``wasserstein_distance`` (covariance part, scaled and plain) against the fidelity SDP."""
     out = []
     for _ in range(cfg.cases):
         d = int(rng.choice(cfg.dims))
-        inst = _round_trip(la.random_instance(rng, d), cfg)
+        inst = _round_trip(_instance(cfg, rng, d), cfg)
         args = _lib_inputs(inst, cfg, False)
         start = time.perf_counter()
         plain = float(impl.wasserstein_distance(*args, scaled=False).cov)
@@ -790,7 +915,7 @@ def _fd_reference(
         fn = _torch_projection(name, impl)
         for _ in range(cfg.cases):
             d = int(rng.choice([k for k in cfg.dims if k <= 4] or [min(cfg.dims)]))
-            inst = la.random_instance(rng, d)
+            inst = _instance(cfg, rng, d)
             if name == "kl_joint_entropy":
                 inst = la.Instance(inst.mean, inst.cov, inst.old_mean, inst.cov * 1.5)
             bounds = _bounds_for(name, inst, 0.3)
@@ -949,6 +1074,24 @@ CHECKS: tuple[Check, ...] = (
         "divergences[closed forms]",
         "KL, W2 (scaled, plain), Frobenius, entropy vs independent NumPy",
         _divergence_closed_forms,
+        lambda t: {"rel_err": t.closed_form_rtol},
+        lambda t: f"rel {t.closed_form_rtol:.0e}",
+    ),
+    Check(
+        "entropy_projection[control]",
+        "lands on β, scales the std by exp((β-H)/d), leaves H ≥ β unchanged (inequality)",
+        _entropy_control,
+        lambda t: {
+            "rel_err": t.closed_form_rtol,
+            "violation": t.bound_rtol,
+            "bound_gap": t.bound_rtol,
+        },
+        lambda t: f"rel {t.closed_form_rtol:.0e}; bound {t.bound_rtol:.0e}",
+    ),
+    Check(
+        "entropy_schedule",
+        "exponential and linear β schedules vs MATH.md",
+        _entropy_schedules,
         lambda t: {"rel_err": t.closed_form_rtol},
         lambda t: f"rel {t.closed_form_rtol:.0e}",
     ),

@@ -142,6 +142,8 @@ def render_markdown(report: Report) -> str:
         f"{list(cfg.dims)}, seed {cfg.seed}, library dtype {cfg.dtype}, solvers "
         f"{' → '.join(cfg.solvers)}.",
         "",
+        f"Domain covered: {cfg.domain()}.",
+        "",
         "Errors: abs/rel error against the reference (rel of a projection: "
         "‖x − x*‖/‖x*‖ for the mean and the covariance); violation and bound gap relative to the "
         "bound ε (violation max(0, d − ε)/ε; gap |d − ε|/ε over active parts). Times are medians "

@@ -27,8 +27,8 @@ import numpy as np
 from trpl_math._backend import Array
 from trpl_math.divergences import x_minus_log1p
 
-LOG_TOL = 1e-13  # |log KL(t) - log ε| at convergence, i.e. relative error 1e-13
-STEP_TOL = 1e-7  # a Newton step this small is final (the next error is ~1e-14)
+LOG_TOL = 1e-14  # |log KL(t) - log ε| at convergence, i.e. relative error 1e-14 (~45 u)
+STEP_TOL = 3e-8  # a Newton step this small is final (the next error is ~1e-15)
 MAX_ITER = 100
 
 

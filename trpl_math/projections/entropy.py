@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from trpl_math import _backend as B
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_cov, prepare_level
 from trpl_math.divergences import entropy
@@ -12,6 +13,7 @@ from trpl_math.divergences import entropy
 __all__ = ["entropy_projection", "entropy_schedule"]
 
 
+@B.working_precision("float64")
 def entropy_projection(
     cov: Array, entropy_bound: Any, *, equality: bool = False, diag: bool = False
 ) -> Array:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from trpl_math import _backend as B
+from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_pair
 from trpl_math.divergences import maha_chol
@@ -14,6 +15,7 @@ from trpl_math.types import Gaussian
 __all__ = ["frobenius_projection"]
 
 
+@B.working_precision("float32")
 def frobenius_projection(
     mean: Array,
     cov: Array,
@@ -76,7 +78,23 @@ def frobenius_projection(
             B.cholesky(p.cov, xp, name="cov", check=True)
         maha = maha_chol(diff, old_chol, xp)
         dist_cov = xp.sum(xp.sum(delta * delta, axis=-1), axis=-1)
+    _check_domain(p, eps_m, eps_c, maha, dist_cov, diag)
     t, active = shrink_factor(dist_cov, eps_c, xp)
     ex = (...,) + (None,) * (1 if diag else 2)
     proj_cov = xp.where(active[ex], p.old_cov + t[ex] * delta, p.cov)
     return Gaussian(project_mean(p.mean, p.old_mean, maha, eps_m, xp), proj_cov)
+
+
+def _check_domain(
+    p: C.Pair, eps_m: Array, eps_c: Array, maha: Array, dist: Array, diag: bool
+) -> None:
+    """Overflowing parts, unresolvable bounds and ill-conditioned old covariances (validation)."""
+    xp = p.xp
+    C.check_divergence_finite(maha, "maha(mean, old_mean; old_cov)", xp)
+    C.check_divergence_finite(dist, "‖cov - old_cov‖_F²", xp)
+    scale_m = C.mean_scale(p.old_mean, p.old_cov, xp, diag=diag, metric=True)
+    C.check_bound_floor(eps_m, "eps_mean", xp, scale_m, like=p.mean)
+    scale_c = C.cov_scale(p.old_cov, xp, diag=diag, squared=True)
+    C.check_bound_floor(eps_c, "eps_cov", xp, scale_c, like=p.mean)
+    if not diag:
+        C.check_condition(p.old_cov, "old_cov", xp)

@@ -6,6 +6,7 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from trpl_math import _backend as B
+from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_pair
 from trpl_math.divergences import kl_cov_chol, kl_cov_diag, kl_cov_whitened, maha_chol
@@ -16,6 +17,7 @@ from trpl_math.types import Gaussian
 __all__ = ["kl_projection"]
 
 
+@B.working_precision("float64")
 def kl_projection(
     mean: Array,
     cov: Array,
@@ -77,6 +79,12 @@ def kl_projection(
     else:
         old_chol = B.cholesky(p.old_cov, xp, name="old_cov", check=B.validation_enabled())
         maha = maha_chol(diff, old_chol, xp)
+    C.check_divergence_finite(maha, "maha(mean, old_mean; old_cov)", xp)
+    scale_m = 0.5 * C.mean_scale(p.old_mean, p.old_cov, xp, diag=diag, metric=True)
+    C.check_bound_floor(eps_m, "eps_mean", xp, scale_m, like=p.mean)
+    C.check_bound_floor(eps_c, "eps_cov", xp, like=p.mean)
+    if not diag:
+        C.check_condition(p.old_cov, "old_cov", xp)
     proj_mean = project_mean(p.mean, p.old_mean, 0.5 * maha, eps_m, xp)
     if B.is_torch(xp):
         from trpl_math.torch._autograd import KLCovProjection

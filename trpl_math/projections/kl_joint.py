@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from trpl_math import _backend as B
+from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_level, prepare_pair
 from trpl_math.divergences import x_minus_log1p
@@ -16,8 +17,12 @@ from trpl_math.types import Gaussian
 __all__ = ["kl_joint_projection"]
 
 _LOG_2PIE = math.log(2.0 * math.pi * math.e)
+POLISH_TRIGGER = 1e-10  # |KL(η*) - ε| / ε above which η* is polished on the direct evaluation
+POLISH_TOL = 1e-14
+POLISH_ITER = 12
 
 
+@B.working_precision("float64")
 def kl_joint_projection(
     mean: Array,
     cov: Array,
@@ -78,6 +83,10 @@ def kl_joint_projection(
         if entropy_bound is None
         else prepare_level(entropy_bound, "entropy_bound", xp, p.mean, p.batch_shape)
     )
+    scale = 1.0 + 0.5 * C.mean_scale(p.old_mean, p.old_cov, xp, diag=diag, metric=True)
+    C.check_bound_floor(eps_, "eps", xp, scale, like=p.mean)
+    if not diag:
+        C.check_condition(p.old_cov, "old_cov", xp)
     check = B.validation_enabled()
     chol = old_chol = None
     if not diag:
@@ -146,6 +155,15 @@ def kl_joint_projection(
     eta_c = B.stop_gradient(eta_star, xp)
     f, mean_t, cov_t = evaluate(eta_c)
     safe = B.stop_gradient(xp.where(solve, deta, xp.ones_like(deta)), xp)
+    f_c = B.stop_gradient(f, xp)
+    eps_c = B.stop_gradient(eps_, xp)
+    if bool(xp.any(solve & ~(xp.abs(f_c) <= POLISH_TRIGGER * eps_c))):
+        # The eigenbasis curve was inexact (ill-conditioned pair): polish η* on the direct
+        # evaluation first, so that the single Newton step below starts at the root.
+        eta_c = _polish(
+            lambda e: B.stop_gradient(evaluate(e)[0], xp), eta_c, f_c, safe, solve, eps_c, xp
+        )
+        f, mean_t, cov_t = evaluate(eta_c)
     eta = xp.where(solve, eta_c - f / safe, xp.zeros_like(eta_c))
     step = eta - eta_c
     dmean, dcov = _eta_derivative(lam, z, t, b, ent_active, basis, diag, xp)
@@ -154,6 +172,35 @@ def kl_joint_projection(
     return Gaussian(
         xp.where(solve[..., None], mean_t, out_mean), xp.where(solve[ex], cov_t, out_cov)
     )
+
+
+def _polish(
+    fun: Any, eta: Array, f: Array, slope: Array, active: Array, eps: Array, xp: Any
+) -> Array:
+    """Secant iterations on ``f(η) = KL(π̃(η) ‖ π_o) - ε`` from ``η`` (detached, ``η ≥ 0``).
+
+    ``f`` decreases in η; the first step uses ``slope`` (the curve's ``∂f/∂η``), later ones the
+    secant through the last two direct evaluations. States with ``|f| ≤ POLISH_TOL ε`` (or
+    inactive) keep their η.
+    """
+    done = ~active | (xp.abs(f) <= POLISH_TOL * eps)
+    prev_eta, prev_f = eta, f
+    step = xp.where(done, xp.zeros_like(f), f / slope)
+    new = xp.where(eta - step >= 0, eta - step, 0.5 * eta)
+    for _ in range(POLISH_ITER):
+        f_new = fun(new)
+        diff = new - prev_eta
+        ok = xp.isfinite(f_new)
+        done = done | ~ok | (xp.abs(f_new) <= POLISH_TOL * eps)
+        eta = xp.where(done & ~ok, eta, new)
+        if bool(xp.all(done)):
+            break
+        secant = (f_new - prev_f) / xp.where(diff != 0, diff, xp.ones_like(diff))
+        secant = xp.where((diff != 0) & (secant < 0), secant, slope)
+        prev_eta, prev_f = new, f_new
+        cand = new - f_new / secant
+        new = xp.where(done, new, xp.where(cand >= 0, cand, 0.5 * new))
+    return xp.where(active, eta, xp.zeros_like(eta))
 
 
 def _eta_derivative(

@@ -6,15 +6,17 @@ from types import ModuleType
 from typing import Any
 
 from trpl_math import _backend as B
+from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_cov, prepare_pair
-from trpl_math.divergences import maha_chol
+from trpl_math.divergences import maha_chol, w2_plain_cov
 from trpl_math.projections.mean import project_mean, shrink_factor
 from trpl_math.types import Gaussian
 
 __all__ = ["wasserstein_commuting_cov_part", "wasserstein_projection"]
 
 
+@B.working_precision("float64")
 def wasserstein_projection(
     mean: Array,
     cov: Array,
@@ -76,8 +78,13 @@ def wasserstein_projection(
     eps_m = prepare_bound(eps_mean, "eps_mean", xp, p.mean, p.batch_shape)
     eps_c = prepare_bound(eps_cov, "eps_cov", xp, p.mean, p.batch_shape)
     diff = p.mean - p.old_mean
+    scale_m = C.mean_scale(p.old_mean, p.old_cov, xp, diag=diag, metric=scaled)
+    C.check_bound_floor(eps_m, "eps_mean", xp, scale_m, like=p.mean)
+    scale_c = 1.0 if scaled else C.cov_scale(p.old_cov, xp, diag=diag, squared=False)
+    C.check_bound_floor(eps_c, "eps_cov", xp, scale_c, like=p.mean)
     if diag:
         maha = xp.sum(diff * diff / (p.old_cov if scaled else xp.ones_like(p.old_cov)), axis=-1)
+        C.check_divergence_finite(maha, "the W2 mean part", xp)
         std, old_std = xp.sqrt(p.cov), xp.sqrt(p.old_cov)
         gap = std - old_std
         rel = gap / old_std if scaled else gap
@@ -86,10 +93,12 @@ def wasserstein_projection(
         proj_cov = xp.where(active[..., None], proj_std * proj_std, p.cov)
         return Gaussian(project_mean(p.mean, p.old_mean, maha, eps_m, xp), proj_cov)
 
+    C.check_condition(p.old_cov, "old_cov", xp)
     check = B.validation_enabled()
     old_chol = B.cholesky(p.old_cov, xp, name="old_cov", check=check)
     chol = B.cholesky(p.cov, xp, name="cov", check=check)
     maha = maha_chol(diff, old_chol, xp) if scaled else xp.sum(diff * diff, axis=-1)
+    C.check_divergence_finite(maha, "the W2 mean part", xp)
     if exact:
         proj_cov, active = _geodesic_cov(p.cov, p.old_cov, chol, old_chol, eps_c, scaled, xp)
     else:
@@ -112,6 +121,7 @@ def _root_gap(cov: Array, old_cov: Array, scaled: bool, xp: ModuleType) -> tuple
     return root, old_root, gap, xp.sum(xp.sum(rel * rel, axis=-1), axis=-1)
 
 
+@B.working_precision("float64")
 def wasserstein_commuting_cov_part(
     cov: Array, old_cov: Array, *, scaled: bool = True, diag: bool = False
 ) -> Array:
@@ -161,8 +171,20 @@ def _commuting_cov(
     """Eq. 9: interpolate the symmetric square roots."""
     _, old_root, gap, c = _root_gap(cov, old_cov, scaled, xp)
     t, active = shrink_factor(c, eps, xp)
-    proj_root = old_root + t[..., None, None] * gap
-    return B.sym(proj_root @ proj_root), active
+    return _expand_square(old_cov, old_root, gap, t, xp), active
+
+
+def _expand_square(old_cov: Array, old: Array, gap: Array, t: Array, xp: ModuleType) -> Array:
+    """``(F_o + t G)(F_o + t G)ᵀ`` as ``Σ_o + t (F_o Gᵀ + G F_oᵀ) + t² G Gᵀ`` (``F_o F_oᵀ = Σ_o``).
+
+    The old covariance enters exactly instead of through its recomputed factor (a square root
+    from an eigendecomposition carries an absolute error ~u‖Σ_o‖/λ_min^½, which the square would
+    add to Σ̃ in full), so the error of Σ̃ - Σ_o scales with t: near the old policy, where small
+    bounds put the result, Σ̃ is as accurate as its dtype allows.
+    """
+    tt = t[..., None, None]
+    cross = old @ B.mT(gap)
+    return B.sym(old_cov + tt * (cross + B.mT(cross)) + (tt * tt) * (gap @ B.mT(gap)))
 
 
 def _geodesic_cov(
@@ -182,12 +204,11 @@ def _geodesic_cov(
         w = B.solve_tril(old_chol, chol, xp)
         gap = B.sqrtm_psd(w @ B.mT(w), xp) - eye
         t, active = shrink_factor(xp.sum(xp.sum(gap * gap, axis=-1), axis=-1), eps, xp)
-        factor = old_chol @ (eye + t[..., None, None] * gap)  # L_o ((1-t) I + t A^{1/2})
-        return factor @ B.mT(factor), active
-    # Plain: with R = (L_oᵀ Σ L_o)^{1/2}, T = L_o⁻ᵀ R L_o⁻¹ and T L_o = L_o⁻ᵀ R.
+        # L_o ((1-t) I + t A^{1/2}) = L_o + t L_o (A^{1/2} - I)
+        return _expand_square(old_cov, old_chol, old_chol @ gap, t, xp), active
+    # Plain: with R = (L_oᵀ Σ L_o)^{1/2}, T = L_o⁻ᵀ R L_o⁻¹ and T L_o = L_o⁻ᵀ R. The distance
+    # that fixes t comes without cancellation (w2_plain_cov), so that Σ(t) lands on the bound.
     root = B.sqrtm_psd(B.sym(B.mT(old_chol) @ cov @ old_chol), xp)
-    trace = B.diagonal(cov, xp) + B.diagonal(old_cov, xp) - 2.0 * B.diagonal(root, xp)
-    t, active = shrink_factor(xp.sum(trace, axis=-1), eps, xp)
+    t, active = shrink_factor(w2_plain_cov(cov, old_cov, old_chol, xp), eps, xp)
     transported = B.solve_tril(old_chol, root, xp, transpose=True)
-    factor = old_chol + t[..., None, None] * (transported - old_chol)
-    return factor @ B.mT(factor), active
+    return _expand_square(old_cov, old_chol, transported - old_chol, t, xp), active

@@ -1,0 +1,90 @@
+"""The fuzz command (``python -m verification.fuzz``): a small sample passes, planted bugs fail."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from verification import fuzz
+
+
+def _run(monkeypatch: pytest.MonkeyPatch | None = None, *args: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = fuzz.main(["--quiet", *args])
+    return code, buf.getvalue()
+
+
+def test_small_sample_passes() -> None:
+    code, text = _run(None, "--calls", "300", "--seed", "11")
+    assert code == 0, text
+    assert "RESULT: PASS" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "calls" not in line]
+    assert {r.split("|")[1].strip() for r in rows} == set(fuzz.PROJECTIONS)
+    assert sum(int(r.split("|")[2]) for r in rows) == 300
+    assert "tolerance: d(result, old) <= eps + 4 (R + R_o) + 64 u eps" in text
+    assert "condition numbers up to 1e+08 (float64), 1e+04 (float32)" in text
+
+
+def _planted(scale: float, projections: tuple[str, ...]):
+    real = fuzz.call_library
+
+    def call(case: fuzz.Case):
+        out = real(case)
+        if case.projection not in projections:
+            return out
+        return type(out)(out.mean * scale, out.cov * scale)
+
+    return call
+
+
+def test_planted_violation_is_confirmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Means and covariances scaled by 1 + 1e-6 (inside states too) for the KL projection.
+    monkeypatch.setattr(fuzz, "call_library", _planted(1.0 + 1e-6, ("kl",)))
+    code, text = _run(monkeypatch, "--calls", "120", "--seed", "3", "--dtype", "float64")
+    assert code == 1
+    row = next(line for line in text.splitlines() if line.startswith("| kl |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert int(cells[5]) > 0  # failures: inside states changed
+    assert int(cells[8]) > 0  # confirmed violations
+    assert "CONFIRMED" in text and "--replay" in text
+
+
+def test_nonfinite_is_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fuzz, "call_library", _planted(float("nan"), ("frobenius",)))
+    code, text = _run(monkeypatch, "--calls", "60", "--seed", "4", "--backend", "numpy")
+    assert code == 1
+    assert "nonfinite" in text
+
+
+def test_replay_rebuilds_the_case() -> None:
+    code, text = _run(None, "--seed", "11", "--replay", "7")
+    assert code == 0
+    case = fuzz.draw_case(11, 7, ["float64", "float32"], ["numpy", "torch"])
+    namespace: dict = {}
+    exec(text.split("# status")[0].replace("import torch", "pass"), namespace)
+    full = np.diag(namespace["cov"]) if case.diag else namespace["cov"]
+    assert np.array_equal(np.asarray(full, np.float64), case.cov)
+    assert np.array_equal(np.asarray(namespace["mean"], np.float64), case.mean)
+
+
+def test_bad_arguments() -> None:
+    assert fuzz.main(["--calls", "-1"]) == 2
+
+
+def test_interrupted_run_reports_the_calls_it_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    real, seen = fuzz.run_case, []
+
+    def run_case(case: fuzz.Case) -> fuzz.Outcome:
+        seen.append(case.index)
+        if len(seen) == 30:
+            raise KeyboardInterrupt
+        return real(case)
+
+    monkeypatch.setattr(fuzz, "run_case", run_case)
+    code, text = _run(monkeypatch, "--calls", "100", "--seed", "2")
+    assert code == 0
+    assert text.startswith("trpl_math fuzz: 29 calls, seed 2")
