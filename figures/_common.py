@@ -1,7 +1,7 @@
 """Shared pieces of the figure scripts: palette, style, ellipses, small linear algebra, output.
 
 Nothing here re-implements a projection: the figures call :mod:`trpl_math`. The helpers below
-are the few closed forms of MATH.md that the library does not expose as functions of ``η``
+are the few closed forms of docs/math.md §3.3-§3.7 that the library does not expose as functions of ``η``
 (the KL constraint along the precision interpolation, recovering ``η`` from a projected KL
 covariance).
 """
@@ -121,7 +121,7 @@ def ellipse_xy(
 def kl_cov_along_eta(cov: np.ndarray, old_cov: np.ndarray, eta: np.ndarray) -> np.ndarray:
     """``KLcov(Σ̃(η) ‖ Σ_o)`` along the precision interpolation ``Λ̃ = (ηΛ_o + Λ)/(η + 1)``.
 
-    MATH.md: with ``λ_i`` the eigenvalues of ``Σ_o^{1/2} Λ Σ_o^{1/2}`` and
+    docs/math.md §3.7: with ``λ_i`` the eigenvalues of ``Σ_o^{1/2} Λ Σ_o^{1/2}`` and
     ``ν_i = (η + λ_i)/(η + 1)``, ``KLcov(η) = ½ Σ_i [1/ν_i - 1 + log ν_i]`` (Eq. 10-11).
     ``cov, old_cov (d, d)``, ``eta (n,)`` -> ``(n,)``.
     """

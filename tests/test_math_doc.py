@@ -87,3 +87,18 @@ def test_a_dangling_citation_is_caught():
     assert dangling("see docs/math.md §3.2 and §9.9.", KNOWN) == ["9.9"]
     assert dangling("(docs/math.md §3.7.)", KNOWN) == []
     assert dangling("docs/math.md §3.10", {"3.1"}) == ["3.10"]
+
+
+def test_no_file_cites_the_shared_math_file():
+    """The project cites its own statement of the math (docs/math.md), not a file outside it."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        str(p.relative_to(root))
+        for folder in ("trpl_math", "verification", "figures", "benchmarks", "tests", "docs")
+        for p in (root / folder).rglob("*")
+        if p.suffix in (".py", ".md")
+        and "results/runs" not in str(p)
+        and p.name != "test_math_doc.py"
+        and re.search(r"(?<![\w/])MATH\.md", p.read_text(errors="ignore"))
+    ]
+    assert offenders == []

@@ -1,5 +1,5 @@
 """Unit tests of :func:`trpl_math.entropy_projection` and :func:`trpl_math.entropy_schedule`
-(Sec. 4.2, Algorithm 1; MATH.md "Entropy control")."""
+(Sec. 4.2, Algorithm 1; docs/math.md §5)."""
 
 from __future__ import annotations
 

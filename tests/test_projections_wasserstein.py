@@ -55,7 +55,7 @@ def _project(scaled: bool, exact: bool):
 def _geodesic_reference(
     cov: np.ndarray, old_cov: np.ndarray, eps: float, scaled: bool
 ) -> np.ndarray:
-    """MATH.md's exact projection, computed with SciPy's ``sqrtm`` and explicit inverses."""
+    """The exact projection of docs/math.md §3.5, computed with SciPy's ``sqrtm`` and explicit inverses."""
     d = cov.shape[-1]
     if scaled:
         r = np.real(scipy.linalg.sqrtm(old_cov))
@@ -124,7 +124,7 @@ class TestWassersteinProjectionScaled(ProjectionCases):
         assert true < 0.1 * c * (1 - 1e-3)
 
     def test_commuting_pair_equals_exact(self, xp: ModuleType) -> None:
-        """For commuting Σ, Σ_o, Eq. 9 is the exact projection (MATH.md)."""
+        """For commuting Σ, Σ_o, Eq. 9 is the exact projection (docs/math.md §3.4-§3.5)."""
         q = rotation(0.4)
         old_cov, cov = q @ np.diag([2.0, 0.5]) @ q.T, q @ np.diag([0.3, 3.0]) @ q.T
         args = (asarray(xp, [1.0, 0.0]), asarray(xp, cov), asarray(xp, [0.0, 0.0]))

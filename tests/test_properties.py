@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) of the projections and divergences.
 
-Every expectation is computed here independently (float64 NumPy, formulas from MATH.md), never
+Every expectation is computed here independently (float64 NumPy, formulas from docs/math.md §2-§3, §6), never
 with the library's own helpers. Profiles: ``HYPOTHESIS_PROFILE=ci`` (default) or ``dev``.
 """
 
@@ -41,7 +41,7 @@ def _logdet(a: np.ndarray) -> float:
 
 
 def _h(cov: np.ndarray) -> float:
-    """Entropy from MATH.md: ½ d log(2πe) + ½ log|Σ|."""
+    """Entropy from docs/math.md §2.5: ½ d log(2πe) + ½ log|Σ|."""
     return 0.5 * cov.shape[-1] * math.log(2 * math.pi * math.e) + 0.5 * _logdet(cov)
 
 
@@ -67,7 +67,7 @@ def w2_eq9_interpolation(cov, old_cov, eta):
 
 
 def w2_geodesic_interpolation(cov, old_cov, eta):
-    """MATH.md's geodesic with t = 1/(1+η): ((1-t)I + tT) Σ_o ((1-t)I + tT)."""
+    """The geodesic of docs/math.md §3.5 with t = 1/(1+η): ((1-t)I + tT) Σ_o ((1-t)I + tT)."""
     t = 1.0 / (1.0 + eta)
     step = (1 - t) * np.eye(cov.shape[-1]) + t * _transport(cov, old_cov)
     return step @ old_cov @ step

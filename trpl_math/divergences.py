@@ -1,7 +1,7 @@
 """Gaussian similarity measures, each split into a mean part and a covariance part.
 
 All measures compare a new Gaussian ``N(mean, cov)`` with an old one ``N(old_mean, old_cov)``
-(Sec. 3-4 of the paper; MATH.md "Similarity measures"). Inverses are never formed: Mahalanobis
+(Sec. 3-4 of the paper; docs/math.md §2). Inverses are never formed: Mahalanobis
 distances and traces come from triangular solves with Cholesky factors, log-determinants from
 the factors' diagonals, and small divergences are summed from non-negative terms so that they
 keep their relative accuracy down to ~1e-12 (a naive ``tr - d + logdet`` loses it below ~1e-8).
@@ -148,7 +148,7 @@ def kl_divergence(
     """Reverse KL divergence ``KL(N(mean, cov) ‖ N(old_mean, old_cov))`` split in two parts.
 
     ``mean part = ½ (μ - μ_o)ᵀ Σ_o⁻¹ (μ - μ_o)``,
-    ``cov part = ½ [tr(Σ_o⁻¹ Σ) - d + log|Σ_o| - log|Σ|]`` (MATH.md; the paper's Eq. 10).
+    ``cov part = ½ [tr(Σ_o⁻¹ Σ) - d + log|Σ_o| - log|Σ|]`` (docs/math.md §2.1).
 
     Args:
         mean: ``(..., d)`` mean of the new Gaussian.
@@ -243,7 +243,7 @@ def wasserstein_distance(
 def frobenius_distance(
     mean: Array, cov: Array, old_mean: Array, old_cov: Array, *, diag: bool = False
 ) -> DivergenceParts:
-    """Frobenius measure: ``maha(μ, μ_o; Σ_o) + ‖Σ - Σ_o‖_F²`` (MATH.md; the paper's Eq. 7).
+    """Frobenius measure: ``maha(μ, μ_o; Σ_o) + ‖Σ - Σ_o‖_F²`` (docs/math.md §2.4).
 
     Args:
         mean, cov, old_mean, old_cov: as in :func:`kl_divergence`.

@@ -124,7 +124,7 @@ def _mT(x: Any) -> Any:
 
 
 class DivergenceParts(NamedTuple):
-    """A similarity measure split into its mean part and its covariance part (MATH.md).
+    """A similarity measure split into its mean part and its covariance part (docs/math.md §2).
 
     Attributes:
         mean: ``(...)`` the part that depends on the means.

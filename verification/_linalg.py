@@ -2,7 +2,7 @@
 
 Nothing here imports :mod:`trpl_math`: these are the second, independent implementations that the
 library's results are measured with (float64, eigendecompositions and ``scipy.linalg``, none of
-the library's Cholesky-based tricks). Formulas from MATH.md, "Similarity measures".
+the library's Cholesky-based tricks). Formulas from docs/math.md §2.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reference solutions of every projection problem with a convex solver (cvxpy).
 
-The formulations are those of MATH.md, "Reference formulations for a convex solver"; each is
+The formulations are those of docs/math.md §8, "Reference formulations for a convex solver"; each is
 solved with Clarabel at tight tolerances (gap and feasibility 1e-10), with SCS (eps 1e-9) as a
 fallback. A reference is trusted only when a solver reports ``optimal``: anything else comes back
 with ``ok=False`` and ``value=None``, and the checks count it as *unsolved*, never as truth.
@@ -125,7 +125,7 @@ def reference_mean(
     measure: str,
     solvers: tuple[str, ...] = ("CLARABEL", "SCS"),
 ) -> Reference:
-    """``min ‖μ̃ - μ‖²_M  s.t.  ‖μ̃ - μ_o‖²_M ≤ ε'`` (MATH.md, mean projection; Eq. 6's problem).
+    """``min ‖μ̃ - μ‖²_M  s.t.  ‖μ̃ - μ_o‖²_M ≤ ε'`` (docs/math.md §3.2, §8; Eq. 6's problem).
 
     ``M = Σ_o⁻¹`` for ``measure`` in ``kl``, ``frob``, ``w2`` (scaled) and the identity for
     ``w2_plain``; ``ε' = 2 ε_μ`` for ``kl`` (its mean part is ½ maha), ``ε_μ`` otherwise.

@@ -12,7 +12,7 @@ new precision, eigenvalues ``λ_i``), with ``t = 1/(1 + η) ∈ (0, 1]``:
 
 Every evaluation is O(d) per state for the whole batch at once. The root in ``t`` is found by
 Newton's method on ``log KL`` against ``log t`` (nearly linear: KL ≈ c t² for small t), kept
-inside a bracket that it shrinks every step, with bisection as the fallback (MATH.md, "The route
+inside a bracket that it shrinks every step, with bisection as the fallback (docs/math.md §3.7, "The route
 to speed for KL").
 """
 
@@ -76,7 +76,7 @@ def newton_log(
 def kl_cov_curve(lam: Array, t: Array, xp: ModuleType) -> tuple[Array, Array]:
     """``KLcov(t)`` and ``dKLcov/dt`` of the covariance-only KL projection.
 
-    ``KLcov = ½ Σ φ(1/ν_i - 1)``, ``dKLcov/dt = ½ Σ t (λ_i - 1)² / ν_i²`` (MATH.md, in t).
+    ``KLcov = ½ Σ φ(1/ν_i - 1)``, ``dKLcov/dt = ½ Σ t (λ_i - 1)² / ν_i²`` (docs/math.md §3.7, in t).
 
     Args:
         lam: ``(..., d)`` generalised eigenvalues (of ``Σ_o^{1/2} Λ Σ_o^{1/2}``).

@@ -22,7 +22,7 @@ def entropy_projection(
     The standard deviation (any square root or Cholesky factor) is scaled by
     ``exp((β - H)/d)``, i.e. ``Σ ↦ exp(2(β - H)/d) Σ``, after which ``H = β`` exactly
     (Sec. 4.2; Algorithm 1 read literally scales Σ by the first factor, which would move H only
-    halfway, see MATH.md). Inequality version (default): only where ``H < β``; elsewhere the
+    halfway, see docs/math.md §5.1). Inequality version (default): only where ``H < β``; elsewhere the
     covariance is returned unchanged (identity gradient). ``equality=True``: everywhere.
 
     Args:
@@ -64,7 +64,7 @@ def entropy_schedule(
     kind: str = "exp",
     temperature: float = 0.5,
 ) -> float:
-    """Entropy target β at training step ``step`` of ``total_steps`` (Sec. 4.2, MATH.md).
+    """Entropy target β at training step ``step`` of ``total_steps`` (Sec. 4.2, docs/math.md §5.2).
 
     * ``kind="exp"``: ``β_i = dκ + (H_0 - dκ) τ^{10 i / N}``;
     * ``kind="linear"``: ``β_i = H_0 + (i / N)(dκ - H_0)``.

@@ -47,7 +47,7 @@ def wasserstein_projection(
       ``scaled`` this is done in coordinates whitened by ``Σ_o``. Lands exactly on the bound of
       :func:`trpl_math.wasserstein_distance` for any pair.
 
-    Implements Eq. (6) and (9) of the paper and MATH.md's exact projection. Parts within their
+    Implements Eq. (6) and (9) of the paper and the exact projection of docs/math.md §3.5. Parts within their
     bound are returned unchanged (identity gradient). Gradients through matrix square roots use a
     Sylvester-equation backward that stays finite for repeated eigenvalues.
 
@@ -196,7 +196,7 @@ def _geodesic_cov(
     scaled: bool,
     xp: ModuleType,
 ) -> tuple[Array, Array]:
-    """Exact projection along the W2 geodesic from ``old_cov`` to ``cov`` (MATH.md)."""
+    """Exact projection along the W2 geodesic from ``old_cov`` to ``cov`` (docs/math.md §3.5)."""
     d = cov.shape[-1]
     eye = B.eye_like(cov, d, xp)
     if scaled:

@@ -42,7 +42,7 @@ def _check_tensor(x: Any, name: str) -> None:
 
 @dataclass
 class EntropySchedule:
-    """Entropy target ``β_i`` over training steps (Sec. 4.2; MATH.md "Entropy control").
+    """Entropy target ``β_i`` over training steps (Sec. 4.2; docs/math.md §5.2).
 
     Attributes:
         kind: ``"exp"`` (``β = dκ + (H_0 - dκ) τ^{10 i/N}``) or ``"linear"``.
