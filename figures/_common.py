@@ -1,7 +1,8 @@
 """Shared pieces of the figure scripts: palette, style, ellipses, small linear algebra, output.
 
 Nothing here re-implements a projection: the figures call :mod:`trpl_math`. The helpers below
-are the few closed forms of docs/math.md §3.3-§3.7 that the library does not expose as functions of ``η``
+are the few closed forms of docs/math.md §3.3-§3.7 that the library does not expose as functions
+of ``η``
 (the KL constraint along the precision interpolation, recovering ``η`` from a projected KL
 covariance).
 """

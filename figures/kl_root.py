@@ -2,7 +2,8 @@
 
 The KL projection (Eq. 10-11) interpolates precisions, ``Λ̃(η) = (η Λ_o + Λ)/(η + 1)``, with
 the multiplier ``η`` the root of ``KLcov(Σ̃(η) ‖ Σ_o) = ε_Σ``. The curve ``KLcov(η)`` is drawn
-from the eigenvalue form of docs/math.md §3.7 ``½ Σ_i [1/ν_i - 1 + log ν_i]``, ``ν_i = (η + λ_i)/(η + 1)``;
+from the eigenvalue form of docs/math.md §3.7 ``½ Σ_i [1/ν_i - 1 + log ν_i]``, ``ν_i = (η +
+λ_i)/(η + 1)``;
 the roots are what ``trpl_math.kl_projection`` returns for several bounds: ``η`` is recovered
 from the projected covariance and the library's ``kl_divergence`` of the projection is shown to
 equal the bound. Panel (b) plots the same curve as ``log KLcov`` against ``log t``,

@@ -3,7 +3,8 @@
 Eq. 9 interpolates the square roots ``Σ^{1/2}`` and ``Σ_o^{1/2}`` and measures the covariance
 part as ``‖Σ_o^{-1/2} Σ^{1/2} - I‖_F²``, which is the true (whitened) W2 only when ``Σ`` and
 ``Σ_o`` commute. On a non-commuting pair that measure overestimates W2, so Eq. 9 lands strictly
-inside the trust region and farther from ``π`` than necessary. The exact projection (docs/math.md §3.5,
+inside the trust region and farther from ``π`` than necessary. The exact projection (docs/math.md
+§3.5,
 ``wasserstein_projection(..., exact=True)``) moves along the W2 geodesic and lands on the bound.
 Both are measured with the library's exact ``wasserstein_distance`` (scaled: in the metric of
 ``Σ_o``); the objective is the whitened W2 from the projection to ``π``.

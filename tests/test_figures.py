@@ -1,7 +1,8 @@
 """Tests of the figure scripts: every file is written, and the saved data show what is claimed.
 
 The command runs once, in-process, into a temporary directory. The checks recompute the
-quantities from the saved covariances with plain NumPy/SciPy formulas written out from docs/math.md §3.3-§3.7, §6
+quantities from the saved covariances with plain NumPy/SciPy formulas written out from
+docs/math.md §3.3-§3.7, §6
 (not with trpl_math), so a wrong projection or a mislabelled curve fails them.
 """
 
@@ -22,7 +23,7 @@ from figures._common import ellipse_xy, rotated_cov
 from figures.batch_projection import compute as batch_compute
 from figures.interpolation import interpolate
 
-# --- independent reference formulas (docs/math.md §3, §6), plain NumPy/SciPy --------------------------------
+# --- independent reference formulas (docs/math.md §3, §6), plain NumPy/SciPy ---------------
 
 
 def sqrtm(a: np.ndarray) -> np.ndarray:

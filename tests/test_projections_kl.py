@@ -111,7 +111,8 @@ class TestKLProjection(ProjectionCases):
 
     @pytest.mark.parametrize("diag", [True, False])
     def test_d1_active_gradient_wrt_cov_vanishes(self, diag: bool) -> None:
-        """In 1-D an active projection is fixed by the bound alone: ∂Σ̃/∂Σ = 0 (docs/math.md §3.7, §4.2)."""
+        """In 1-D an active projection is fixed by the bound alone: ∂Σ̃/∂Σ = 0 (docs/math.md §3.7,
+        §4.2)."""
         shape = (lambda v: [[v]]) if diag else (lambda v: [[[v]]])
         for ratio in (4.0, 0.25):
             cov = torch.tensor(shape(ratio * 1.3), dtype=torch.float64, requires_grad=True)

@@ -55,7 +55,8 @@ def _project(scaled: bool, exact: bool):
 def _geodesic_reference(
     cov: np.ndarray, old_cov: np.ndarray, eps: float, scaled: bool
 ) -> np.ndarray:
-    """The exact projection of docs/math.md §3.5, computed with SciPy's ``sqrtm`` and explicit inverses."""
+    """The exact projection of docs/math.md §3.5, computed with SciPy's ``sqrtm`` and explicit
+    inverses."""
     d = cov.shape[-1]
     if scaled:
         r = np.real(scipy.linalg.sqrtm(old_cov))

@@ -1,6 +1,7 @@
 """Property-based tests (hypothesis) of the projections and divergences.
 
-Every expectation is computed here independently (float64 NumPy, formulas from docs/math.md §2-§3, §6), never
+Every expectation is computed here independently (float64 NumPy, formulas from docs/math.md §2-§3,
+§6), never
 with the library's own helpers. Profiles: ``HYPOTHESIS_PROFILE=ci`` (default) or ``dev``.
 """
 

@@ -129,7 +129,8 @@ class TestReferenceCovariances:
         np.testing.assert_allclose(r.value, cov, rtol=RTOL, atol=RTOL)
 
     def test_w2_geodesic_general_pair(self):
-        # docs/math.md §3.5: the exact projection is Σ(t) on the geodesic, t = sqrt(ε / W2cov) (plain).
+        # docs/math.md §3.5: the exact projection is Σ(t) on the geodesic, t = sqrt(ε / W2cov)
+        # (plain).
         rng = np.random.default_rng(6)
         cov, old = la.random_spd(rng, 3), la.random_spd(rng, 3)
         w2 = la.w2_cov_between(cov, old)

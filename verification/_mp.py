@@ -2,7 +2,8 @@
 
 The third, slowest opinion: the fuzz (:mod:`verification.fuzz`) re-measures every case that the
 float64 evaluators of :mod:`verification._linalg` flag, here, from the exact binary values of
-the inputs and of the library's result. Nothing imports :mod:`trpl_math`. Formulas as in docs/math.md §2-§3,
+the inputs and of the library's result. Nothing imports :mod:`trpl_math`. Formulas as in
+docs/math.md §2-§3,
 "Similarity measures"; square roots through ``mpmath.eigsy``. Inputs: NumPy arrays of one state,
 ``mean (d,)``, ``cov (d, d)``.
 """
@@ -64,7 +65,8 @@ def kl_parts(mean, cov, old_mean, old_cov, *, dps: int = DPS) -> tuple[float, fl
 
 
 def w2_parts(mean, cov, old_mean, old_cov, *, scaled: bool, dps: int = DPS) -> tuple[float, float]:
-    """Squared W2 split in two parts, plain or whitened by ``Σ_o`` (docs/math.md §2.2-§2.3) to ``dps`` digits."""
+    """Squared W2 split in two parts, plain or whitened by ``Σ_o`` (docs/math.md §2.2-§2.3) to
+    ``dps`` digits."""
     with mpmath.workdps(dps):
         c, oc = _mat(cov), _mat(old_cov)
         d = c.rows

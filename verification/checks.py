@@ -605,7 +605,8 @@ def _entropy_control(
 def _entropy_schedules(
     cfg: Config, impl: Implementation, rng: np.random.Generator
 ) -> list[CaseResult]:
-    """``entropy_schedule`` against docs/math.md §5.2: ``β_i = dκ + (H_0 - dκ) τ^{10 i/N}`` (exp) and
+    """``entropy_schedule`` against docs/math.md §5.2: ``β_i = dκ + (H_0 - dκ) τ^{10 i/N}`` (exp)
+    and
     ``β_i = H_0 + (i/N)(dκ - H_0)`` (linear), at random steps including both ends."""
     import trpl_math as tm
 

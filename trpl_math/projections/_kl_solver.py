@@ -12,7 +12,8 @@ new precision, eigenvalues ``λ_i``), with ``t = 1/(1 + η) ∈ (0, 1]``:
 
 Every evaluation is O(d) per state for the whole batch at once. The root in ``t`` is found by
 Newton's method on ``log KL`` against ``log t`` (nearly linear: KL ≈ c t² for small t), kept
-inside a bracket that it shrinks every step, with bisection as the fallback (docs/math.md §3.7, "The route
+inside a bracket that it shrinks every step, with bisection as the fallback (docs/math.md §3.7,
+"The route
 to speed for KL").
 """
 

@@ -22,7 +22,8 @@ def entropy_projection(
     The standard deviation (any square root or Cholesky factor) is scaled by
     ``exp((β - H)/d)``, i.e. ``Σ ↦ exp(2(β - H)/d) Σ``, after which ``H = β`` exactly
     (Sec. 4.2; Algorithm 1 read literally scales Σ by the first factor, which would move H only
-    halfway, see docs/math.md §5.1). Inequality version (default): only where ``H < β``; elsewhere the
+    halfway, see docs/math.md §5.1). Inequality version (default): only where ``H < β``; elsewhere
+    the
     covariance is returned unchanged (identity gradient). ``equality=True``: everywhere.
 
     Args:

@@ -47,7 +47,8 @@ def wasserstein_projection(
       ``scaled`` this is done in coordinates whitened by ``Σ_o``. Lands exactly on the bound of
       :func:`trpl_math.wasserstein_distance` for any pair.
 
-    Implements Eq. (6) and (9) of the paper and the exact projection of docs/math.md §3.5. Parts within their
+    Implements Eq. (6) and (9) of the paper and the exact projection of docs/math.md §3.5. Parts
+    within their
     bound are returned unchanged (identity gradient). Gradients through matrix square roots use a
     Sylvester-equation backward that stays finite for repeated eigenvalues.
 
