@@ -49,6 +49,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         method = method[:-2]
         overrides.append("entropy_control=true")
     cfg = load_config(args.config, method=method, env_id=args.env, overrides=overrides)
+    if args.seeds:  # several seeds in one process: OUT/seed_<k> each
+        from trpl_math.rl.multiseed import train_seeds
+
+        folders = train_seeds(
+            cfg,
+            args.seeds,
+            args.out or f"runs/{cfg.env_id}/{args.method or cfg.method}",
+            resume=args.resume,
+            progress=not args.no_progress,
+            max_iterations=args.max_iterations,
+            tensorboard=not args.no_tensorboard,
+        )
+        print("run folders: " + " ".join(str(f) for f in folders))
+        return 0
     out = args.out or f"runs/{cfg.env_id}/{args.method or cfg.method}/seed_{cfg.seed}"
     folder = train(
         cfg,
@@ -170,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"one of {', '.join(METHODS)}; append _e for entropy control (kl_e)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        help="train these seeds in one process (stacked networks), into OUT/seed_<k> each "
+        "(default OUT: runs/<env>/<method>); replaces --seed",
+    )
     p.add_argument("--out", help="run folder (default runs/<env>/<method>/seed_<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
     p.add_argument("--max-iterations", type=int, help="stop after this many iterations in total")

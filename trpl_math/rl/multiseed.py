@@ -46,7 +46,13 @@ from torch import nn
 
 from trpl_math.rl.config import TrainConfig, config_from_dict, save_config
 from trpl_math.rl.losses import ADV_EPS
-from trpl_math.rl.networks import GaussianPolicy, ValueNet, gaussian_entropy, gaussian_log_prob
+from trpl_math.rl.networks import (
+    GaussianPolicy,
+    ValueNet,
+    _fill_tril,
+    gaussian_entropy,
+    gaussian_log_prob,
+)
 from trpl_math.rl.trainer import Trainer, explained_variance
 from trpl_math.types import Gaussian
 
@@ -210,6 +216,36 @@ def _mlp(seq: nn.Sequential, prefix: str, params: dict[str, torch.Tensor], x: to
     return x
 
 
+#: Elements of float32 that torch's vectorised CPU loops process per iteration (2 AVX-512
+#: vectors); a remainder goes through the scalar code, which rounds softplus differently.
+_CHUNK = 32
+
+
+def _softplus_per_seed(x: torch.Tensor) -> torch.Tensor:
+    """``softplus`` of ``x (S, ...)`` with each seed's entries padded to a whole number of
+    vectorised chunks, so that seed k's values do not depend on where its row lies in the
+    stack (the vectorised body and the scalar remainder of torch's softplus round differently,
+    so unpadded, seed k's rounding would depend on S)."""
+    S = x.shape[0]
+    flat = x.reshape(S, -1)
+    n = flat.shape[1]
+    pad = (-n) % _CHUNK
+    if pad:
+        flat = nn.functional.pad(flat, (0, pad))
+    return nn.functional.softplus(flat)[:, :n].reshape(x.shape)
+
+
+def _cov_from_raw(template: GaussianPolicy, raw: torch.Tensor) -> torch.Tensor:
+    """``GaussianPolicy._cov_from_raw`` for ``raw (S, ...)``, its softplus per seed."""
+    d = template.act_dim
+    std = _softplus_per_seed(raw[..., :d]) + template.min_std
+    if template.diag:
+        return std * std
+    rows, cols = template._tril_rows, template._tril_cols
+    chol = _fill_tril(torch.diag_embed(std), raw[..., d:], rows, cols)
+    return chol @ chol.transpose(-1, -2)
+
+
 def stacked_policy(
     template: GaussianPolicy, params: dict[str, torch.Tensor], obs: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,7 +257,7 @@ def stacked_policy(
         raw = stacked_linear(h, params["cov_head.weight"], params["cov_head.bias"])
     else:
         raw = params["cov_param"].unsqueeze(1)
-    cov = template._cov_from_raw(raw)
+    cov = _cov_from_raw(template, raw)
     if not template.contextual:
         cov = _Broadcast.apply(cov, mean.shape[1])
     return mean, cov
