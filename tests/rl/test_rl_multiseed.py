@@ -94,10 +94,18 @@ class TestIndependence:
         train_seeds(cfg, range(17), tmp_path / "beside", progress=False, tensorboard=False)
         assert_same_run(tmp_path / "alone" / "seed_3", tmp_path / "beside" / "seed_3")
 
-    def test_full_covariance_too(self, tmp_path):
-        cfg = toy_config("kl", cov_type="full", total_steps=800)
+    @pytest.mark.parametrize("contextual", [False, True])
+    def test_full_covariance_too(self, tmp_path, contextual):
+        cfg = toy_config("kl", cov_type="full", contextual_cov=contextual, total_steps=800)
         train_seeds(cfg, [3], tmp_path / "alone", progress=False, tensorboard=False)
         train_seeds(cfg, [1, 3], tmp_path / "beside", progress=False, tensorboard=False)
+        assert_same_run(tmp_path / "alone" / "seed_3", tmp_path / "beside" / "seed_3")
+
+    @pytest.mark.parametrize("method", ["kl_joint", "w2_exact"])
+    def test_entropy_control_and_the_other_projections(self, tmp_path, method):
+        cfg = toy_config(method, total_steps=800, entropy_control=True, target_entropy=-1.0)
+        train_seeds(cfg, [3], tmp_path / "alone", progress=False, tensorboard=False)
+        train_seeds(cfg, [2, 3], tmp_path / "beside", progress=False, tensorboard=False)
         assert_same_run(tmp_path / "alone" / "seed_3", tmp_path / "beside" / "seed_3")
 
     @pytest.mark.parametrize("method", ["kl", "ppo"])

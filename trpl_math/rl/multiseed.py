@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from trpl_math.rl.config import TrainConfig, config_from_dict, save_config
-from trpl_math.rl.losses import ADV_EPS
+from trpl_math.rl.losses import ADV_EPS, normalize_advantages
 from trpl_math.rl.networks import (
     GaussianPolicy,
     ValueNet,
@@ -450,7 +450,6 @@ class MultiSeedTrainer:
         data = (obs, actions, adv, old_mean, old_logp) + ((old_cov,) if contextual_old else ())
         stats: dict[str, list[torch.Tensor]] = collections.defaultdict(list)
         last_proj: Gaussian | None = None
-        params = list(self.pi.values())
         for _ in range(cfg.epochs):
             for mb in self._shuffled_batches(data, cfg.minibatch_size):
                 loss, info, last_proj = self.policy_loss(
@@ -462,7 +461,6 @@ class MultiSeedTrainer:
                 self.pi_opt.step()
                 for k, v in info.items():
                     stats[k].append(v)
-        del params
         if self.layer is not None:
             self._finish_projection_update(obs, old_mean, old_cov, last_proj)
         # one float per (minibatch, seed), averaged per seed like Trainer's np.mean of floats
@@ -545,8 +543,6 @@ class MultiSeedTrainer:
             adv, ret, values = tr.advantages(batch)
             flat_adv = adv.reshape(-1)
             if cfg.advantage_norm == "batch":
-                from trpl_math.rl.losses import normalize_advantages
-
                 flat_adv = normalize_advantages(flat_adv)
             n = batch.size
             obs.append(torch.from_numpy(batch.obs.reshape(n, -1)))
