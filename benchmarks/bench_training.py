@@ -13,7 +13,8 @@ per iteration as a ratio to it.
 ``--seeds-in-process 1 2 4 8`` instead times S seeds trained in one process
 (:class:`trpl_math.rl.multiseed.MultiSeedTrainer`) against one seed per process: for each
 method, the single-seed Trainer and a stack of every S are built, warmed up, and then iterated
-in turn (round-robin, so that the load of the machine falls on all of them alike); it prints the
+in turn (round-robin, the order reversed every other round, so that the load of the
+machine falls on all of them alike); it prints the
 aggregate env steps per CPU second, the ratio to the single-seed Trainer's (S separate runs of
 one thread each do S times its steps in S times its CPU time) and the CPU seconds of each phase.
 
@@ -112,8 +113,8 @@ def bench_seeds_in_process(
         for k in acc:
             acc[k] = 0.0
         runs.append((S, obj, acc))
-    for _ in range(iterations):
-        for _, obj, acc in runs:
+    for i in range(iterations):
+        for _, obj, acc in runs if i % 2 == 0 else runs[::-1]:  # ABBA: no favoured position
             t0 = time.process_time()
             obj.iterate()  # type: ignore[attr-defined]
             acc["total"] += time.process_time() - t0
