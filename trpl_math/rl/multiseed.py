@@ -5,8 +5,8 @@ is per-operation overhead, not arithmetic. :class:`MultiSeedTrainer` trains S ru
 only in their seed with one operation where S single runs need S: every parameter of the policy
 and of the value network is one leaf tensor ``(S, *shape)``, a linear layer is one batched
 matmul (:func:`stacked_linear`), the trust-region layer projects ``(S, B, d)`` means at once
-(a non-contextual covariance is ``(S, 1, d)`` and broadcasts), and one fused Adam steps all
-seeds (Adam is elementwise, so it equals S Adams; the shared step count is the same for all).
+(a non-contextual covariance is ``(S, 1, d)`` and broadcasts), and one call of the fused Adam
+kernel steps every seed's slice (:class:`StackedAdam`; Adam is elementwise, so this is S Adams).
 
 What stays per seed is everything that is not a minibatch step: each seed keeps a whole
 :class:`~trpl_math.rl.trainer.Trainer` (its environments, observation and reward normalisers,
@@ -16,15 +16,15 @@ the NumPy actor, GAE, setting the covariance to its projection, diagnostics, eva
 checkpoints) run unchanged on the current parameters. Seed k therefore draws exactly the random
 numbers a single run of seed k draws, in the same order, and writes the same run folder.
 
-Per-seed reductions (the minibatch mean of each loss, advantage normalisation within a
-minibatch, gradient-norm clipping) reduce over the seed's own rows only, so seed k's numbers do
-not depend on which other seeds share the process: :func:`train_seeds` of seeds ``[3]`` and of
-``[0, 1, 2, 3]`` give seed 3 bitwise-equal logs and parameters (tests/rl/test_rl_multiseed.py).
-Against the single-seed :class:`Trainer` the stacked path is bitwise equal as well where MKL's
-batched GEMM rounds like its plain GEMM; :func:`stacked_linear` computes each product the way
-``torch.nn.functional.linear`` and its backward do (a per-seed matrix-vector product for a
-one-column output, whose batched GEMM rounds differently), which makes them equal on the
-shapes of the shipped configs (see the tests for the tolerance where they are not).
+Seeds are independent: the reductions (each loss's minibatch mean, advantage normalisation
+within a minibatch, gradient-norm clipping) run over the seed's own rows, and the three kernels
+whose rounding depended on where a seed's rows lie in the stack are kept from it (Adam on each
+seed's slice, softplus padded per seed, broadcast gradients summed from a contiguous copy), so
+:func:`train_seeds` of seeds ``[3]`` and of ``[0, 1, 2, 3]`` give seed 3 bitwise-equal logs and
+parameters (tests/rl/test_rl_multiseed.py). Against the single-seed :class:`Trainer` of the same
+seed the runs agree to float32 rounding, not bitwise: ``F.linear``'s backward sums a bias
+gradient in the memory layout the gradient arrives in, which the projection's backward chooses
+differently for different batch shapes, while the stacked path sums a contiguous copy.
 
 Not supported (a clear error): PAPI (its fit after the epochs is per run), and configs that
 differ in anything but the seed.
@@ -56,7 +56,14 @@ from trpl_math.rl.networks import (
 from trpl_math.rl.trainer import Trainer, explained_variance
 from trpl_math.types import Gaussian
 
-__all__ = ["MultiSeedTrainer", "stacked_linear", "train_seeds"]
+__all__ = [
+    "MultiSeedTrainer",
+    "StackedAdam",
+    "clip_grad_norm_per_seed",
+    "seed_configs",
+    "stacked_linear",
+    "train_seeds",
+]
 
 
 # ---------------------------------------------------------------------------------- stacking
@@ -66,8 +73,9 @@ class _StackedLinear(torch.autograd.Function):
     ``x (S, B, i)``, ``w (S, o, i)``, ``b (S, o)``. Forward: one ``baddbmm`` (a per-seed
     ``addmv`` when ``o == 1``: MKL's batched GEMM with one output column rounds unlike the
     matrix-vector product that ``F.linear`` uses, and unlike itself for ``S = 1``). Backward:
-    ``dx = g @ w``, ``dw = g.T @ x``, ``db = g.sum(B)``, the operand order of ``F.linear``'s
-    backward (``x.T @ g`` transposed rounds differently for some shapes).
+    ``dx = g @ w`` and ``dw = g.T @ x``, the operand order of ``F.linear``'s backward
+    (``x.T @ g`` transposed rounds differently for some shapes); ``db``, the sum of ``g`` over
+    ``B``, from a contiguous copy of ``g``.
     """
 
     @staticmethod
