@@ -263,6 +263,32 @@ class TestStackedPrimitives:
             for got, want in ((x.grad[k], xk.grad), (w.grad[k], wk.grad), (b.grad[k], bk.grad)):
                 assert torch.equal(got, want)
 
+    @pytest.mark.parametrize("measure", ["frob", "w2", "w2_exact", "kl", "kl_joint"])
+    def test_layer_projects_s_b_means_with_s_1_covariances(self, measure):
+        """The layer on ``(S, B, d)`` means with non-contextual ``(S, 1, d)`` covariances equals
+        its S calls on ``(B, d)`` means with ``(1, d)`` covariances: values and gradients,
+        bitwise."""
+        from trpl_math.torch import TrustRegionLayer
+
+        layer = TrustRegionLayer(measure, eps_mean=0.01, eps_cov=1e-3, diag=True, validate=False)
+        gen = torch.Generator().manual_seed(3)
+        S, B, d = 4, 32, 3
+        old_mean = torch.randn(S, B, d, generator=gen)
+        old_var = torch.rand(S, 1, d, generator=gen) + 0.5
+        mean = (old_mean + 0.3 * torch.randn(S, B, d, generator=gen)).requires_grad_()
+        var = (old_var * (1 + 0.5 * torch.rand(S, 1, d, generator=gen))).requires_grad_()
+        proj = layer(mean, var, old_mean, old_var)
+        assert proj.mean.shape == (S, B, d)
+        (proj.mean.sum(-1) + proj.cov.sum(-1)).sum().backward()
+        for k in range(S):
+            mk, vk = mean.detach()[k].requires_grad_(), var.detach()[k].requires_grad_()
+            pk = layer(mk, vk, old_mean[k], old_var[k])
+            assert torch.equal(proj.mean[k], pk.mean)
+            assert torch.equal(proj.cov[k].expand(B, d), pk.cov.expand(B, d))
+            (pk.mean.sum(-1) + pk.cov.expand(B, d).sum(-1)).sum().backward()
+            assert torch.equal(mean.grad[k], mk.grad)
+            assert torch.equal(var.grad[k], vk.grad)
+
     def test_stacked_adam_is_torch_adam_per_seed(self):
         shapes = [(2,), (64, 11), (64,), (3, 64)]
         gen = torch.Generator().manual_seed(1)

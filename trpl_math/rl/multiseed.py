@@ -255,10 +255,17 @@ def _cov_from_raw(template: GaussianPolicy, raw: torch.Tensor) -> torch.Tensor:
 
 
 def stacked_policy(
-    template: GaussianPolicy, params: dict[str, torch.Tensor], obs: torch.Tensor
+    template: GaussianPolicy,
+    params: dict[str, torch.Tensor],
+    obs: torch.Tensor,
+    expand: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``GaussianPolicy.forward`` of S stacked policies: ``obs (S, B, o)`` -> ``mean (S, B, d)``
-    and ``cov (S, B|1, d)`` (or ``(S, B|1, d, d)``)."""
+    and ``cov (S, B, d)`` (or ``(S, B, d, d)``).
+
+    A non-contextual covariance is ``(S, 1, d)`` expanded to ``(S, B, d)`` by a view whose
+    backward sums a contiguous copy of the gradient (see :class:`_Broadcast`); with
+    ``expand=False`` (no gradient needed) it is returned as ``(S, 1, d)``."""
     h = _mlp(template.body, "body.", params, obs)
     mean = stacked_linear(h, params["mean_head.weight"], params["mean_head.bias"])
     if template.contextual:
@@ -266,7 +273,7 @@ def stacked_policy(
     else:
         raw = params["cov_param"].unsqueeze(1)
     cov = _cov_from_raw(template, raw)
-    if not template.contextual:
+    if not template.contextual and expand:
         cov = _Broadcast.apply(cov, mean.shape[1])
     return mean, cov
 
@@ -452,7 +459,7 @@ class MultiSeedTrainer:
         ``adv (S, n)``. Returns the old distribution and per-seed ``(S,)`` mean statistics."""
         cfg = self.cfg
         with torch.no_grad():
-            old_mean, old_cov = stacked_policy(self.trainers[0].policy, self.pi, obs)
+            old_mean, old_cov = stacked_policy(self.trainers[0].policy, self.pi, obs, False)
             old_logp = gaussian_log_prob(actions, old_mean, old_cov, self.diag)
         contextual_old = old_cov.shape[1] != 1
         data = (obs, actions, adv, old_mean, old_logp) + ((old_cov,) if contextual_old else ())
@@ -485,7 +492,7 @@ class MultiSeedTrainer:
         if cfg.regression_steps > 0:
             template = self.trainers[0].policy
             with torch.no_grad():
-                mean, cov = stacked_policy(template, self.pi, obs)
+                mean, cov = stacked_policy(template, self.pi, obs, False)
                 target = layer(mean, cov, old_mean, old_cov, step=self.iteration)
             per_state = target.cov.shape[1] != 1
             data = (obs, target.mean) + ((target.cov,) if per_state else ())
