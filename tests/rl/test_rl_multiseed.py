@@ -119,12 +119,14 @@ class TestIndependence:
     def test_close_to_the_single_seed_trainer(self, method):
         """Against :class:`Trainer` of the same seed: equal up to float32 rounding.
 
-        The one op that rounds differently: the sum over the minibatch of a gradient that
-        broadcasts (a bias, a non-contextual covariance parameter). ``F.linear``'s backward
-        sums the gradient in the memory layout it arrives in, and the projection's backward
-        hands it over transposed for some batch shapes; the stacked path sums a contiguous copy
-        so that the order does not depend on S. That is one float32 rounding (~6e-8) per
-        step, which training then carries along: after 3 iterations the parameters differ by
+        The two ops that round differently: (1) the sum over the minibatch of a gradient that
+        broadcasts (a bias, a non-contextual covariance parameter): ``F.linear``'s backward
+        sums it in the memory layout it arrives in, which the projection's backward chooses
+        differently for some batch shapes, while the stacked path sums a contiguous copy so
+        that the order does not depend on S; (2) softplus of the covariance parameters, which
+        the stacked path pads per seed to whole vectorised chunks, where the single run's few
+        entries take torch's scalar remainder loop. Each is an ulp (~6e-8) now and then, which
+        training then carries along: after 3 iterations the parameters differ by
         < 1e-5 and the logged statistics by a relative 1e-4."""
         cfg = toy_config(method, seed=3, total_steps=1200)
         single = Trainer(cfg)
