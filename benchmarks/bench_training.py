@@ -9,6 +9,16 @@ minibatches of 64, 64-64 tanh, VecNormalize for observations and rewards) and pr
 per iteration as a ratio to it.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_training.py --iterations 10
+
+``--seeds-in-process 1 2 4 8`` instead times S seeds trained in one process
+(:class:`trpl_math.rl.multiseed.MultiSeedTrainer`) against one seed per process: for each
+method, the single-seed Trainer and a stack of every S are built, warmed up, and then iterated
+in turn (round-robin, the order reversed every other round, so that the load of the
+machine falls on all of them alike); it prints the
+aggregate env steps per CPU second, the ratio to the single-seed Trainer's (S separate runs of
+one thread each do S times its steps in S times its CPU time) and the CPU seconds of each phase.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_training.py --seeds-in-process 1 2 4 8 --iterations 3
 """
 
 from __future__ import annotations
@@ -57,6 +67,107 @@ def bench_ours(method: str, iterations: int, env_id: str) -> dict[str, float]:
     return out
 
 
+MS_PHASES = ("rollout", "update_policy", "update_value", "other")
+
+
+def _timed(obj: object, name: str, acc: dict[str, float], key: str) -> None:
+    """Wrap ``obj.name`` so that its CPU time is added to ``acc[key]``."""
+    orig = getattr(obj, name)
+
+    def wrapper(*args, **kwargs):
+        t0 = time.process_time()
+        try:
+            return orig(*args, **kwargs)
+        finally:
+            acc[key] += time.process_time() - t0
+
+    setattr(obj, name, wrapper)
+
+
+def bench_seeds_in_process(
+    method: str, sizes: list[int], iterations: int, env_id: str
+) -> list[dict[str, float]]:
+    """CPU seconds per iteration (total and per phase) of the single-seed Trainer (S = 0 in
+    the result) and of a stack of each size, iterated round-robin after a warm-up."""
+    from trpl_math.rl.multiseed import MultiSeedTrainer, seed_configs
+
+    cfg = load_config(
+        method=method, env_id=env_id, overrides={"eval_episodes": 0, "seed": 0, "torch_threads": 1}
+    )
+    runs: list[tuple[int, object, dict[str, float]]] = []
+    for S in [0, *sizes]:
+        acc = dict.fromkeys(("total", *MS_PHASES), 0.0)
+        if S == 0:
+            obj: object = Trainer(cfg)
+            seeds = [obj]
+            _timed(obj, "update_policy", acc, "update_policy")
+            _timed(obj, "update_value", acc, "update_value")
+        else:
+            obj = MultiSeedTrainer(seed_configs(cfg, range(S)))
+            seeds = obj.trainers  # type: ignore[attr-defined]
+            _timed(obj, "update_policy", acc, "update_policy")
+            _timed(obj, "update_value", acc, "update_value")
+        for tr in seeds:
+            _timed(tr, "collect", acc, "rollout")
+        obj.iterate()  # type: ignore[attr-defined]  # warm-up
+        for k in acc:
+            acc[k] = 0.0
+        runs.append((S, obj, acc))
+    for i in range(iterations):
+        for _, obj, acc in runs if i % 2 == 0 else runs[::-1]:  # ABBA: no favoured position
+            t0 = time.process_time()
+            obj.iterate()  # type: ignore[attr-defined]
+            acc["total"] += time.process_time() - t0
+    out = []
+    for S, obj, acc in runs:
+        acc["other"] = acc["total"] - sum(acc[p] for p in MS_PHASES[:-1])
+        n = max(S, 1)
+        row = {"S": S, **{k: v / iterations for k, v in acc.items()}}
+        row["steps_per_cpu_s"] = n * cfg.rollout_steps / row["total"]
+        out.append(row)
+        obj.close()  # type: ignore[attr-defined]
+    base = out[0]["steps_per_cpu_s"]
+    for row in out:
+        row["ratio"] = row["steps_per_cpu_s"] / base
+    return out
+
+
+def main_seeds_in_process(args: argparse.Namespace) -> None:
+    """Print the table of :func:`bench_seeds_in_process` for every method."""
+    print(
+        f"# {args.env}, {args.iterations} iterations of 2048 steps per seed (after a warm-up), "
+        f"1 thread, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"load avg {os.getloadavg()[0]:.2f}; CPU seconds per iteration of the whole stack"
+    )
+    header = (
+        "method",
+        "S",
+        "steps/CPU-s (all seeds)",
+        "x one seed per process",
+        "CPU s/iter",
+        "rollout",
+        "policy update",
+        "value update",
+        "rest",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for m in args.methods:
+        for r in bench_seeds_in_process(m, args.seeds_in_process, args.iterations, args.env):
+            cells = [
+                m,
+                "Trainer" if r["S"] == 0 else str(r["S"]),
+                f"{r['steps_per_cpu_s']:.0f}",
+                f"{r['ratio']:.2f}",
+                f"{r['total']:.2f}",
+                f"{r['rollout']:.2f}",
+                f"{r['update_policy']:.2f}",
+                f"{r['update_value']:.2f}",
+                f"{r['other']:.2f}",
+            ]
+            print("| " + " | ".join(cells) + " |", flush=True)
+
+
 def bench_sb3(iterations: int, env_id: str) -> tuple[float, float] | None:
     """Wall and CPU seconds per 2048-step iteration of SB3's PPO, or None if SB3 is missing."""
     try:
@@ -99,8 +210,18 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["kl", "w2", "frob", "ppo"])
     parser.add_argument("--env", default="Hopper-v5")
     parser.add_argument("--no-sb3", action="store_true")
+    parser.add_argument(
+        "--seeds-in-process",
+        nargs="+",
+        type=int,
+        metavar="S",
+        help="time S seeds in one process against the single-seed Trainer (no SB3 then)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.seeds_in_process:
+        main_seeds_in_process(args)
+        return
     print(
         f"# {args.env}, {args.iterations} iterations of 2048 steps, 1 thread, torch "
         f"{torch.__version__}, {platform.processor() or platform.machine()}, "

@@ -119,6 +119,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         if entropy:
             overrides.append("entropy_control=true")
     cfg = load_config(args.config, method=method, env_id=args.env, overrides=overrides)
+    if args.seeds:  # several seeds in one process: OUT/seed_<k> each
+        from trpl_math.rl.multiseed import train_seeds
+
+        if args.seed is not None:
+            raise ValueError("--seeds replaces --seed: give one of them")
+        if args.deadline:
+            raise ValueError("--deadline is not supported with --seeds (use --max-iterations)")
+
+        folders = train_seeds(
+            cfg,
+            args.seeds,
+            args.out or f"runs/{cfg.env_id}/{args.method or cfg.method}",
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            max_iterations=args.max_iterations,
+            tensorboard=not args.no_tensorboard,
+        )
+        print("run folders: " + " ".join(str(f) for f in folders))
+        return 0
     out = args.out or f"runs/{cfg.env_id}/{args.method or cfg.method}/seed_{cfg.seed}"
     folder = train(
         cfg,
@@ -304,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--deadline",
         help="ISO time (UTC if no zone) after which no new iteration starts (resumable)",
+    )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        help="train these seeds in one process (stacked networks), into OUT/seed_<k> each "
+        "(default OUT: runs/<env>/<method>); replaces --seed",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="CSV logs only")
