@@ -211,3 +211,43 @@ class TestMethodNames:
 
         with pytest.raises(ValueError, match="method must be one of"):
             split_method(name)
+
+
+class TestLegacyKeys:
+    """Runs saved by earlier versions load: their renamed keys map to today's."""
+
+    def test_committed_run_configs_load(self):
+        from pathlib import Path
+
+        import yaml
+
+        root = Path(__file__).resolve().parents[2] / "docs" / "results" / "runs"
+        paths = sorted(root.rglob("config.yaml"))
+        assert len(paths) >= 20
+        for path in paths:
+            data = yaml.safe_load(path.read_text())
+            cfg = config_from_dict(data)
+            assert cfg.diag == (data.get("cov_type", "diag") == "diag")
+
+    @pytest.mark.parametrize(
+        ("old", "new"),
+        [
+            ({"cov_type": "full"}, ("diag", False)),
+            ({"cov_type": "diag"}, ("diag", True)),
+            ({"bootstrap_truncation": False}, ("truncation", "terminal")),
+            ({"bootstrap_truncation": "true"}, ("truncation", "bootstrap")),
+            ({"norm_advantages": False}, ("advantage_norm", "none")),
+        ],
+    )
+    def test_mapping(self, old, new):
+        assert getattr(config_from_dict(old), new[0]) == new[1]
+
+    def test_contradiction_and_bad_values(self):
+        with pytest.raises(ValueError, match="contradicts"):
+            config_from_dict({"cov_type": "full", "diag": True})
+        with pytest.raises(ValueError, match="cov_type"):
+            config_from_dict({"cov_type": "banded"})
+
+
+def test_legacy_override_wins_over_the_file():
+    assert load_config(method="w2", overrides={"cov_type": "full"}).diag is False

@@ -96,7 +96,7 @@ class TestIndependence:
 
     @pytest.mark.parametrize("contextual", [False, True])
     def test_full_covariance_too(self, tmp_path, contextual):
-        cfg = toy_config("kl", cov_type="full", contextual_cov=contextual, total_steps=800)
+        cfg = toy_config("kl", diag=False, contextual_cov=contextual, total_steps=800)
         train_seeds(cfg, [3], tmp_path / "alone", progress=False, tensorboard=False)
         train_seeds(cfg, [1, 3], tmp_path / "beside", progress=False, tensorboard=False)
         assert_same_run(tmp_path / "alone" / "seed_3", tmp_path / "beside" / "seed_3")

@@ -61,7 +61,7 @@ def test_projected_policy_never_exceeds_the_bound(method, cov_type):
     cfg = toy_config(
         method,
         total_steps=1500,
-        cov_type=cov_type,
+        diag=cov_type == "diag",
         contextual_cov=True,
         eps_mean=0.01,
         eps_cov=0.002,

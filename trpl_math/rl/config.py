@@ -95,8 +95,9 @@ class TrainConfig:
     """Hidden layers of the value network."""
     activation: str = "tanh"
     """Hidden activation: ``tanh`` or ``relu``."""
-    cov_type: str = "diag"
-    """``diag`` (variances) or ``full`` (Cholesky-parametrised covariance)."""
+    diag: bool = True
+    """Diagonal covariance (variances), as the layer's and the functions' ``diag``; ``False``:
+    a full, Cholesky-parametrised covariance."""
     contextual_cov: bool = False
     """State-dependent covariance (a network head) instead of a free parameter."""
     init_std: float = 1.0
@@ -209,8 +210,6 @@ class TrainConfig:
         """Raise ValueError on inconsistent settings; return ``self``."""
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.cov_type not in ("diag", "full"):
-            raise ValueError(f"cov_type must be 'diag' or 'full', got {self.cov_type!r}")
         if self.activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
         for name, allowed in (
@@ -327,12 +326,47 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+#: Keys of earlier versions, each with the function that maps its value to today's key.
+LEGACY_KEYS: dict[str, tuple[str, Any]] = {
+    "cov_type": ("diag", lambda v: {"diag": True, "full": False}[str(v)]),
+    "bootstrap_truncation": ("truncation", lambda v: "bootstrap" if v else "terminal"),
+    "norm_advantages": ("advantage_norm", lambda v: "batch" if v else "none"),
+}
+
+
+def migrate_legacy_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the keys of earlier versions (:data:`LEGACY_KEYS`) renamed, so that saved
+    runs (config.yaml, checkpoints) of those versions load; a key given both ways must agree.
+
+    Raises:
+        ValueError: a legacy value that does not map, or that contradicts today's key.
+    """
+    out = dict(data)
+    for old, (new, convert) in LEGACY_KEYS.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        try:
+            converted = convert(_coerce_yaml(value))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{old} (now {new}): cannot read {value!r}") from None
+        if new in out and coerce_field(new, out[new]) != converted:
+            raise ValueError(f"{old}={value!r} contradicts {new}={out[new]!r}")
+        out[new] = converted
+    return out
+
+
+def _coerce_yaml(value: Any) -> Any:
+    return yaml.safe_load(value) if isinstance(value, str) else value
+
+
 def config_from_dict(data: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
     """Build a validated config from ``data`` on top of ``base`` (default: the defaults).
 
     Raises:
         ValueError: on an unknown key or a value of the wrong type.
     """
+    data = migrate_legacy_keys(data)
     names = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -392,7 +426,7 @@ def load_config(
     """
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
-    overrides = dict(overrides or {})
+    overrides = migrate_legacy_keys(dict(overrides or {}))  # an override wins over the file
     if path is None:
         m = method or overrides.get("method") or TrainConfig.method
         e = env_id or overrides.get("env_id") or TrainConfig.env_id

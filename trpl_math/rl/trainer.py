@@ -79,7 +79,7 @@ def build_layer(cfg: TrainConfig, initial_entropy: float, num_iterations: int) -
         eps_cov=cfg.eps_cov,
         eps=cfg.eps_joint,
         scaled=cfg.scaled,
-        diag=cfg.cov_type == "diag",
+        diag=cfg.diag,
         entropy_schedule=schedule,
         validate=False,
     )
@@ -118,14 +118,14 @@ class Trainer:
         self.act_dim = int(np.prod(act_space.shape))
         self.act_low = np.asarray(act_space.low, np.float64)
         self.act_high = np.asarray(act_space.high, np.float64)
-        self.diag = cfg.cov_type == "diag"
+        self.diag = cfg.diag
 
         self.policy = GaussianPolicy(
             self.obs_dim,
             self.act_dim,
             cfg.hidden_sizes,
             cfg.activation,
-            cfg.cov_type,
+            "diag" if cfg.diag else "full",
             cfg.contextual_cov,
             cfg.init_std,
             cfg.min_std,
