@@ -181,7 +181,12 @@ def cpu_time(fn: Callable[[], Any]) -> float:
     return time.thread_time() - t0
 
 
+REPS: int | None = None  # --reps: one count for every point instead of reps_for's
+
+
 def reps_for(batch: int, dim: int) -> int:
+    if REPS is not None:
+        return REPS
     work = batch * dim**2
     return 21 if work <= 64 * 36 else 11 if work <= 512 * 289 else 5
 
@@ -228,10 +233,23 @@ def main() -> None:
     p.add_argument("--dim", type=int, nargs="+", default=[6, 17])
     p.add_argument("--dtype", nargs="+", default=["float32", "float64"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="interleaved repetitions per point (default: 21/11/5 by size)",
+    )
     args = p.parse_args()
+    global REPS
+    REPS = args.reps
     torch.set_num_threads(1)
     batches, dims = ([32, 64, 512, 4096], [3, 6, 17]) if args.full else (args.batch, args.dim)
     print(f"ITPAL: {'cpp_projection ' + itpal.__file__ if itpal else 'not importable'}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"torch {torch.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
+        f"load average {load}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
     print("CPU ms of one thread, medians of interleaved repetitions; every state active.")
     print("violation: max(KL part / eps - 1) over states, float64 (> 0: outside the bound)\n")
     print("| variant | shape | dtype | ITPAL fwd / fwd+bwd ms | ours fwd / fwd+bwd ms "

@@ -6,7 +6,9 @@ dtypes, with **every state outside its bound** (the worst case: all states are p
 the times: the fraction of states that were active, the worst relative distance of the projected
 divergence parts from their bounds (``max |part / ε - 1|`` over states and parts), and for full
 covariances the time of one batched ``torch.linalg.eigh`` of the same matrices and each
-projection's forward+backward time as a multiple of it.
+projection's forward+backward time as a multiple of it (that ratio from 21 rounds interleaving
+the projection's forward+backward with ``eigh``, so that load changes cancel; CPU time of this
+thread throughout).
 
     python benchmarks/bench_projections.py            # batch 512, d = 17, float64 (the targets)
     python benchmarks/bench_projections.py --full     # batch 64/512/4096 x d 6/17/64 x f32/f64
@@ -61,7 +63,7 @@ def make_inputs(batch: int, dim: int, dtype: torch.dtype, diag: bool, seed: int 
 def median_ms(fn: Callable[[], Any], min_runs: int = 5, budget_s: float = 1.0) -> float:
     """Median CPU time of ``fn`` in ms (wall time with ``--wall``).
 
-    With one thread the process's CPU time is the work done, nearly unaffected by other
+    With one thread, this thread's CPU time is the work done, nearly unaffected by other
     processes competing for the cores (wall time on a loaded machine is not).
     """
     fn()  # warm-up
@@ -74,7 +76,21 @@ def median_ms(fn: Callable[[], Any], min_runs: int = 5, budget_s: float = 1.0) -
     return 1e3 * statistics.median(times)
 
 
-CLOCK = time.process_time
+CLOCK = time.thread_time
+
+
+def interleaved_ms(fns: list[Callable[[], Any]], runs: int = 21) -> list[float]:
+    """Median CPU times (ms) of ``fns`` over ``runs`` interleaved rounds (f, g, f, g, ...), so
+    that a change of load in between affects them alike: a ratio of two is measured fairly."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, ts in zip(fns, times, strict=True):
+            t0 = CLOCK()
+            fn()
+            ts.append(CLOCK() - t0)
+    return [1e3 * statistics.median(ts) for ts in times]
 
 
 def bound_error(name: str, proj: Any, inputs: tuple, diag: bool) -> tuple[float, float]:
@@ -134,7 +150,7 @@ def run(batches: list[int], dims: list[int], dtypes: list[str], validate: bool) 
                         )
                     for name, (fn, kw) in PROJECTIONS.items():
                         row = _row(name, fn, kw, inputs, diag, validate)
-                        ratio = f"{row[1] / eigh_ms:.2f}" if eigh_ms else ""
+                        ratio = f"{row[1] / row[4]:.2f}" if row[4] else ""
                         print(
                             f"| {name} | {'diag' if diag else 'full'} | {batch} | {dim} "
                             f"| {dtype_name} | {row[0]:.3f} | {row[1]:.3f} | {ratio} "
@@ -158,9 +174,12 @@ def _row(name: str, fn: Callable, kw: dict, inputs: tuple, diag: bool, validate:
         (out.mean.sum() + out.cov.sum()).backward()
 
     fwd = median_ms(forward)
-    fb = median_ms(forward_backward)
+    if diag:
+        fb, eigh_ms = median_ms(forward_backward), None
+    else:  # the ratio to eigh from interleaved runs of the two
+        fb, eigh_ms = interleaved_ms([forward_backward, lambda: torch.linalg.eigh(inputs[1])])
     active, err = bound_error(name, forward(), inputs, diag)
-    return fwd, fb, active, err
+    return fwd, fb, active, err, eigh_ms
 
 
 class _null:
@@ -183,7 +202,7 @@ def main() -> None:
     parser.add_argument("--wall", action="store_true", help="wall-clock instead of CPU time")
     args = parser.parse_args()
     global CLOCK
-    CLOCK = time.perf_counter if args.wall else time.process_time
+    CLOCK = time.perf_counter if args.wall else time.thread_time
     if args.full:
         args.batch, args.dim, args.dtype = [64, 512, 4096], [6, 17, 64], ["float32", "float64"]
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
