@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from trpl_math.rl.config import (
@@ -251,3 +253,22 @@ class TestLegacyKeys:
 
 def test_legacy_override_wins_over_the_file():
     assert load_config(method="w2", overrides={"cov_type": "full"}).diag is False
+
+
+def test_one_name_per_setting_with_the_layer():
+    """The config's names of the layer's settings are the layer's: eps, diag, target_per_dim."""
+    import inspect
+
+    from trpl_math.torch import EntropySchedule, TrustRegionLayer
+
+    layer_args = set(inspect.signature(TrustRegionLayer).parameters)
+    sched_args = {f.name for f in dataclasses.fields(EntropySchedule)}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in ("eps_mean", "eps_cov", "eps", "scaled", "diag"):
+        assert name in layer_args and name in names, name
+    for name in ("target_per_dim", "temperature"):
+        assert name in sched_args and name in names, name
+    assert {"eps_joint", "cov_type", "target_entropy"}.isdisjoint(names)
+    old = {"eps_joint": 0.02, "target_entropy": -1.0, "cov_type": "full"}
+    cfg = config_from_dict(old)
+    assert (cfg.eps, cfg.target_per_dim, cfg.diag) == (0.02, -1.0, False)

@@ -103,7 +103,7 @@ class TestIndependence:
 
     @pytest.mark.parametrize("method", ["kl_joint", "w2_exact"])
     def test_entropy_control_and_the_other_projections(self, tmp_path, method):
-        cfg = toy_config(method, total_steps=800, entropy_control=True, target_entropy=-1.0)
+        cfg = toy_config(method, total_steps=800, entropy_control=True, target_per_dim=-1.0)
         train_seeds(cfg, [3], tmp_path / "alone", progress=False, tensorboard=False)
         train_seeds(cfg, [2, 3], tmp_path / "beside", progress=False, tensorboard=False)
         assert_same_run(tmp_path / "alone" / "seed_3", tmp_path / "beside" / "seed_3")
@@ -265,7 +265,7 @@ class TestRunFolders:
 class TestErrors:
     def test_papi_is_refused(self):
         with pytest.raises(ValueError, match="papi is not supported"):
-            MultiSeedTrainer(seed_configs(toy_config("papi", eps_joint=0.015), [0, 1]))
+            MultiSeedTrainer(seed_configs(toy_config("papi", eps=0.015), [0, 1]))
 
     def test_configs_must_differ_only_in_the_seed(self):
         with pytest.raises(ValueError, match=r"except the seed: \['lr'\]"):

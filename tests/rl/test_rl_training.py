@@ -172,7 +172,7 @@ def test_entropy_control_follows_the_schedule(method):
         total_steps=2000,
         entropy_control=True,
         entropy_equality=True,
-        target_entropy=-1.0,
+        target_per_dim=-1.0,
         temperature=0.5,
         init_std=1.0,
     )
@@ -199,7 +199,7 @@ def test_papi_training_improves_the_return_within_its_bound():
     """PAPI on the toy task: the return improves and, on every iteration, the policy that will
     act next lies within the expected-KL bound of the old one (over the batch's states)."""
     torch.manual_seed(0)
-    trainer = Trainer(toy_config("papi", seed=1, eps_joint=0.015))
+    trainer = Trainer(toy_config("papi", seed=1, eps=0.015))
     assert trainer.papi is not None and trainer.layer is None
     rows = [trainer.iterate() for _ in range(trainer.cfg.num_iterations)]
     first = rows[0]["eval_return"]
@@ -216,5 +216,5 @@ def test_papi_tables():
     for family, eps in (("mujoco", 0.015), ("humanoid", 0.015), ("reacher_sparse", 0.03)):
         papi = load_config(config_path("papi", family))
         ppo = load_config(config_path("ppo", family))
-        assert papi.eps_joint == eps
-        assert {**papi.to_dict(), "method": "ppo", "eps_joint": None} == ppo.to_dict()
+        assert papi.eps == eps
+        assert {**papi.to_dict(), "method": "ppo", "eps": None} == ppo.to_dict()

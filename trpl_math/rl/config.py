@@ -138,7 +138,7 @@ class TrainConfig:
     """Bound of the mean part (epsilon_mu)."""
     eps_cov: float = 0.001
     """Bound of the covariance part (epsilon_Sigma)."""
-    eps_joint: float | None = None
+    eps: float | None = None
     """Joint KL bound for ``kl_joint`` (``None``: eps_mean + eps_cov) and the expected-KL bound
     of ``papi`` (its configs: 0.015)."""
     scaled: bool = True
@@ -158,7 +158,7 @@ class TrainConfig:
     """Entropy control (the paper's -E variants, Sec. 4.2)."""
     entropy_schedule: str = "exp"
     """``exp`` or ``linear`` schedule of the entropy bound."""
-    target_entropy: float = 0.0
+    target_per_dim: float = 0.0
     """Per-dimension target entropy kappa."""
     temperature: float = 0.5
     """Temperature tau of the exponential schedule."""
@@ -246,8 +246,8 @@ class TrainConfig:
         if self.method == "papi":
             if self.contextual_cov:
                 raise ValueError("papi needs a non-contextual covariance (contextual_cov: false)")
-            if self.eps_joint is None or self.eps_joint <= 0:
-                raise ValueError(f"papi needs eps_joint > 0, got {self.eps_joint!r}")
+            if self.eps is None or self.eps <= 0:
+                raise ValueError(f"papi needs eps > 0, got {self.eps!r}")
         if self.entropy_control and not self.is_projection:
             raise ValueError("entropy_control needs a projection method")
         return self
@@ -331,6 +331,8 @@ LEGACY_KEYS: dict[str, tuple[str, Any]] = {
     "cov_type": ("diag", lambda v: {"diag": True, "full": False}[str(v)]),
     "bootstrap_truncation": ("truncation", lambda v: "bootstrap" if v else "terminal"),
     "norm_advantages": ("advantage_norm", lambda v: "batch" if v else "none"),
+    "eps_joint": ("eps", lambda v: None if v is None else float(v)),
+    "target_entropy": ("target_per_dim", float),
 }
 
 

@@ -67,7 +67,7 @@ def build_layer(cfg: TrainConfig, initial_entropy: float, num_iterations: int) -
     if cfg.entropy_control:
         schedule = EntropySchedule(
             kind=cfg.entropy_schedule,
-            target_per_dim=cfg.target_entropy,
+            target_per_dim=cfg.target_per_dim,
             temperature=cfg.temperature,
             total_steps=num_iterations,
             equality=cfg.entropy_equality,
@@ -77,7 +77,7 @@ def build_layer(cfg: TrainConfig, initial_entropy: float, num_iterations: int) -
         cfg.method,
         eps_mean=cfg.eps_mean,
         eps_cov=cfg.eps_cov,
-        eps=cfg.eps_joint,
+        eps=cfg.eps,
         scaled=cfg.scaled,
         diag=cfg.diag,
         entropy_schedule=schedule,
@@ -91,8 +91,8 @@ def build_papi(cfg: TrainConfig, initial_entropy: float) -> Any:
         return None
     from trpl_math.rl.papi import Papi, PapiSettings
 
-    assert cfg.eps_joint is not None  # validated
-    return Papi(PapiSettings(eps=cfg.eps_joint), initial_entropy)
+    assert cfg.eps is not None  # validated
+    return Papi(PapiSettings(eps=cfg.eps), initial_entropy)
 
 
 def explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
