@@ -85,3 +85,20 @@ def test_results_page_states_the_papers_budget_per_task():
     assert {h[0] for h in heads} >= {"Hopper", "HalfCheetah"}
     for task, millions in heads:
         assert int(millions) * 1_000_000 == paper_budget(f"{task}-v5"), (task, millions)
+
+
+def test_two_layer_page_quotes_the_three_layer_runs_at_290_iterations():
+    """results_two_layer.md compares with the three-layer runs over iterations 271-290."""
+    runs = load_runs([RESULTS / "runs" / "hopper"])
+    page = (RESULTS.parent / "results_two_layer.md").read_text()
+    means = {}
+    for method in ("KL", "PPO"):
+        per_seed = [
+            float(np.mean(r.columns["eval_return"][270:290]))
+            for r in sorted(runs, key=lambda r: r.seed)
+            if r.method.upper() == method
+        ]
+        means[method] = float(np.mean(per_seed))
+        if method == "KL":
+            assert " / ".join(f"{v:.0f}" for v in per_seed) in page
+    assert f"three-layer KL {means['KL']:.0f}, PPO {means['PPO']:.0f}" in page
