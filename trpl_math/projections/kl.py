@@ -86,12 +86,7 @@ def kl_projection(
     if not diag:
         C.check_condition(p.old_cov, "old_cov", xp)
     proj_mean = project_mean(p.mean, p.old_mean, 0.5 * maha, eps_m, xp)
-    if B.is_torch(xp):
-        from trpl_math.torch._autograd import KLCovProjection
-
-        proj_cov = KLCovProjection.apply(p.cov, p.old_cov, eps_c, diag)
-    else:
-        proj_cov = kl_cov_eigen_projection(p.cov, p.old_cov, eps_c, diag, xp).cov
+    proj_cov = B.backend(xp).kl_cov_projection(p.cov, p.old_cov, eps_c, diag, xp)
     return Gaussian(proj_mean, proj_cov)
 
 
