@@ -146,7 +146,7 @@ def namespace(*arrays: Any) -> ModuleType:
     except TypeError as err:
         kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrs})
         raise TypeError(
-            f"all array arguments must be of one kind (NumPy arrays or torch tensors), "
+            f"all array arguments must be of one kind (NumPy, torch or JAX arrays), "
             f"got a mix of {', '.join(kinds)}"
         ) from err
 
@@ -158,6 +158,18 @@ def backend(xp: ModuleType) -> ModuleType:
         NotImplementedError: for a namespace without a back end (e.g. ``array_api_strict``).
     """
     return _backends.get(xp)
+
+
+def any_true(x: Array, xp: ModuleType) -> bool:
+    """``bool(any(x))`` for a branch that only saves work; ``True`` for a traced array (a
+    traced program, e.g. under ``jax.jit``, takes the branch and selects with ``where``)."""
+    return True if backend(xp).traced(x) else bool(xp.any(x))
+
+
+def all_true(x: Array, xp: ModuleType) -> bool:
+    """``bool(all(x))`` for an early loop exit; ``False`` for a traced array (the loop then runs
+    its fixed number of masked iterations)."""
+    return False if backend(xp).traced(x) else bool(xp.all(x))
 
 
 def mT(x: Array) -> Array:

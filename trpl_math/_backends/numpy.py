@@ -3,6 +3,7 @@
 Every back-end module defines these functions with these contracts (see docs/backends.md):
 
 * ``autograd`` — whether arrays carry gradients (selects the gradient-only terms of the core);
+* ``traced(x)`` — whether ``x`` is abstract (JAX under ``jit``/``vmap``): no Python branching;
 * ``stop_gradient(x)``; ``cholesky(x, *, name, check)``; ``solve_tril(L, b, *, transpose)``;
 * ``eigh(x)``, ``eigvalsh(x)``; ``sqrtm_psd(x)``;
 * ``to_host(xp, *arrays)`` / ``from_host(x, like)`` — the namespace for the tiny Newton loops;
@@ -23,6 +24,10 @@ import scipy.linalg
 Array = Any
 
 autograd = False
+
+
+def traced(x: Array) -> bool:
+    return False
 
 
 def stop_gradient(x: Array) -> Array:
