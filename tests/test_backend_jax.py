@@ -161,3 +161,11 @@ def test_not_positive_definite_raises() -> None:
         tm.kl_divergence(
             jnp.asarray(P["mean"]), bad, jnp.asarray(P["old_mean"]), jnp.asarray(P["old_cov"])
         )
+
+
+@pytest.mark.parametrize("diag", [False, True])
+def test_gaussian_scale_tril_stays_jax(diag: bool) -> None:
+    cov = P["var"] if diag else P["cov"]
+    tril = tm.Gaussian(jnp.asarray(P["mean"]), jnp.asarray(cov)).scale_tril(diag=diag)
+    assert isinstance(tril, jax.Array)
+    _close(tril, tm.Gaussian(P["mean"], cov).scale_tril(diag=diag))
