@@ -13,6 +13,11 @@ thread throughout).
     python benchmarks/bench_projections.py            # batch 512, d = 17, float64 (the targets)
     python benchmarks/bench_projections.py --full     # batch 64/512/4096 x d 6/17/64 x f32/f64
     python benchmarks/bench_projections.py --batch 64 512 --dim 6 --dtype float32
+    python benchmarks/bench_projections.py --jax      # + a row per projection: jit-compiled JAX
+
+The JAX rows (``<projection> (jax jit)``) time ``jax.jit`` of the projection and of
+``jax.grad`` of ``sum(mean) + sum(cov)`` (the mean and covariance gradients), compiled once
+before timing, on one XLA thread, with the input checks off (they need concrete values).
 """
 
 from __future__ import annotations
@@ -127,7 +132,9 @@ def bound_error(name: str, proj: Any, inputs: tuple, diag: bool) -> tuple[float,
     return float((act_m & act_c).double().mean()), err
 
 
-def run(batches: list[int], dims: list[int], dtypes: list[str], validate: bool) -> None:
+def run(
+    batches: list[int], dims: list[int], dtypes: list[str], validate: bool, with_jax: bool = False
+) -> None:
     torch.set_num_threads(1)
     header = (
         "| projection | cov | batch | d | dtype | fwd ms | fwd+bwd ms | × eigh | active "
@@ -157,6 +164,15 @@ def run(batches: list[int], dims: list[int], dtypes: list[str], validate: bool) 
                             f"| {row[2]:.2f} | {row[3]:.1e} |",
                             flush=True,
                         )
+                        if with_jax:
+                            row = _jax_row(name, fn, kw, inputs, diag)
+                            ratio = f"{row[1] / eigh_ms:.2f}" if eigh_ms else ""
+                            print(
+                                f"| {name} (jax jit) | {'diag' if diag else 'full'} | {batch} "
+                                f"| {dim} | {dtype_name} | {row[0]:.3f} | {row[1]:.3f} "
+                                f"| {ratio} | {row[2]:.2f} | {row[3]:.1e} |",
+                                flush=True,
+                            )
 
 
 def _row(name: str, fn: Callable, kw: dict, inputs: tuple, diag: bool, validate: bool) -> tuple:
@@ -182,6 +198,29 @@ def _row(name: str, fn: Callable, kw: dict, inputs: tuple, diag: bool, validate:
     return fwd, fb, active, err, eigh_ms
 
 
+def _jax_row(name: str, fn: Callable, kw: dict, inputs: tuple, diag: bool) -> tuple:
+    """:func:`_row` for jit-compiled JAX (forward, and ``jax.grad`` w.r.t. mean and cov)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    args = [jnp.asarray(x.numpy()) for x in inputs]
+
+    def loss(m: Any, c: Any, om: Any, oc: Any) -> Any:
+        out = fn(m, c, om, oc, diag=diag, **kw)
+        return jnp.sum(out.mean) + jnp.sum(out.cov)
+
+    with tm.no_validation():  # traced at the first (warm-up) call, inside the block
+        forward = jax.jit(lambda *a: fn(*a, diag=diag, **kw))
+        grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        fwd = median_ms(lambda: jax.block_until_ready(forward(*args)))
+        fb = median_ms(lambda: jax.block_until_ready(grad(*args)))
+        out = forward(*args)
+    proj = tm.Gaussian(*(torch.from_numpy(np.array(x)) for x in out))
+    active, err = bound_error(name, proj, inputs, diag)
+    return fwd, fb, active, err
+
+
 class _null:
     def __enter__(self) -> None:
         return None
@@ -200,7 +239,16 @@ def main() -> None:
         "--validate", action="store_true", help="keep input checks on (default: off)"
     )
     parser.add_argument("--wall", action="store_true", help="wall-clock instead of CPU time")
+    parser.add_argument("--jax", action="store_true", help="add a jit-compiled JAX row each")
     args = parser.parse_args()
+    if args.jax:  # one XLA thread, like torch's; float64 enabled
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        )
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
     global CLOCK
     CLOCK = time.perf_counter if args.wall else time.thread_time
     if args.full:
@@ -211,7 +259,7 @@ def main() -> None:
         f"validation {'on' if args.validate else 'off'}, "
         f"{os.cpu_count()} CPUs, load average {load} (other processes skew the times)"
     )
-    run(args.batch, args.dim, args.dtype, args.validate)
+    run(args.batch, args.dim, args.dtype, args.validate, args.jax)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Shared fixtures: the ``xp`` back-end fixture (NumPy and torch) for the core's unit tests."""
+"""Shared fixtures: the ``xp`` back-end fixture (NumPy, torch, JAX) for the core's unit tests."""
 
 from __future__ import annotations
 
+import importlib.util
 from types import ModuleType
 
 import array_api_compat.numpy as np_xp
@@ -11,12 +12,28 @@ import torch
 
 torch.set_num_threads(1)  # the test machine is shared; tiny problems gain nothing from threads
 
+#: JAX is an optional extra: without it the suite runs on NumPy and torch. It is imported only
+#: when a test asks for it (an import costs seconds and starts XLA's thread pools).
+BACKENDS = ["numpy", "torch"] + (["jax"] if importlib.util.find_spec("jax") else [])
 
-@pytest.fixture(params=["numpy", "torch"])
+
+def _jax_xp() -> ModuleType:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # float64 as on the other back ends
+    import jax.numpy as jnp
+
+    return jnp
+
+
+@pytest.fixture(params=BACKENDS)
 def xp(request: pytest.FixtureRequest) -> ModuleType:
-    """The array namespace under test: ``array_api_compat.numpy`` or ``array_api_compat.torch``.
+    """The array namespace under test: ``array_api_compat.numpy``, ``array_api_compat.torch``
+    or ``jax.numpy`` (with x64 enabled).
 
     Build inputs with ``xp.asarray(values, dtype=xp.float64)``; compare results with
     :func:`_helpers.assert_close`, which also checks that the namespace is ``xp``.
     """
-    return np_xp if request.param == "numpy" else torch_xp
+    if request.param == "jax":
+        return _jax_xp()
+    return {"numpy": np_xp, "torch": torch_xp}[request.param]

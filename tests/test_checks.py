@@ -86,6 +86,9 @@ def with_arg(a: dict[str, Any], name: str, value: Any) -> dict[str, Any]:
 
 def poison(x: Any, value: float) -> Any:
     """A copy of ``x`` with its first entry replaced by ``value`` (symmetric for matrices)."""
+    if y_at := getattr(x, "at", None):  # JAX: immutable arrays
+        idx = (0, 0, 0) if x.ndim >= 3 and x.shape[-1] == x.shape[-2] else (0,) * min(x.ndim, 2)
+        return y_at[idx].set(value)
     y = x.clone() if isinstance(x, torch.Tensor) else x.copy()
     if y.ndim >= 3 and y.shape[-1] == y.shape[-2]:
         y[0, 0, 0] = value

@@ -1,8 +1,9 @@
 """trpl_math: differentiable trust-region projections for Gaussian policies.
 
 Implements Otto et al., "Differentiable Trust Region Layers for Deep Reinforcement Learning"
-(ICLR 2021) as framework-agnostic array functions: every function takes NumPy arrays or torch
-tensors and returns the same kind, differentiable end to end with torch.
+(ICLR 2021) as framework-agnostic array functions: every function takes NumPy arrays, torch
+tensors or JAX arrays and returns the same kind, differentiable end to end with torch and JAX
+(one back-end module each behind one dispatch, docs/backends.md).
 """
 
 from trpl_math._backend import no_validation

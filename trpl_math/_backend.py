@@ -1,9 +1,11 @@
-"""The one home of array-namespace glue: NumPy and torch fast paths behind one small API.
+"""The core's array-namespace helpers: one small API in front of the back-end modules.
 
 Every public function of :mod:`trpl_math` finds the namespace of its inputs with
 :func:`namespace` and calls only the helpers here for anything the array API standard does not
 offer (triangular solves, Cholesky with a failure flag, a matrix square root whose gradient is
-finite for repeated eigenvalues, ``stop_gradient``). Everything else is plain ``xp`` code.
+finite for repeated eigenvalues, ``stop_gradient``). Each helper dispatches to the back-end
+module of the namespace (:mod:`trpl_math._backends`; docs/backends.md); everything else is plain
+``xp`` code. No back end is imported here: NumPy users never import torch.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
 import numpy as np
-import scipy.linalg
 
-Array = Any  # a NumPy array or a torch tensor
+from trpl_math import _backends
+
+Array = Any  # an array of a supported back end (NumPy, torch)
 
 _VALIDATE: contextvars.ContextVar[bool] = contextvars.ContextVar("trpl_validate", default=True)
 
@@ -114,17 +118,20 @@ def _is_float_array(x: Any) -> bool:
 
 
 def _cast(x: Array, name: str) -> Array:
-    if hasattr(x, "to") and hasattr(x, "detach"):  # torch
-        import torch
-
-        return x.to(getattr(torch, name))
-    return np.asarray(x, dtype=name)
+    if isinstance(x, np.ndarray):
+        return np.asarray(x, dtype=name)
+    if hasattr(x, "to") and hasattr(x, "detach"):  # torch (differentiable)
+        return x.to(getattr(sys.modules["torch"], name))
+    xp = array_api_compat.array_namespace(x)
+    return xp.astype(x, getattr(xp, name))
 
 
 def _cast_to(x: Array, dtype: Any) -> Array:
+    if isinstance(x, np.ndarray | np.generic):
+        return np.asarray(x, dtype=dtype)
     if hasattr(x, "to") and hasattr(x, "detach"):
         return x.to(dtype)
-    return np.asarray(x, dtype=dtype)
+    return array_api_compat.array_namespace(x).astype(x, dtype)
 
 
 def namespace(*arrays: Any) -> ModuleType:
@@ -139,19 +146,38 @@ def namespace(*arrays: Any) -> ModuleType:
     except TypeError as err:
         kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrs})
         raise TypeError(
-            f"all array arguments must be of one kind (NumPy arrays or torch tensors), "
+            f"all array arguments must be of one kind (NumPy, torch or JAX arrays), "
             f"got a mix of {', '.join(kinds)}"
         ) from err
 
 
-def is_torch(xp: ModuleType) -> bool:
-    return array_api_compat.is_torch_namespace(xp)
+def backend(xp: ModuleType) -> ModuleType:
+    """The back-end module for ``xp`` (:func:`trpl_math._backends.get`).
+
+    Raises:
+        NotImplementedError: for a namespace without a back end (e.g. ``array_api_strict``).
+    """
+    return _backends.get(xp)
+
+
+def any_true(x: Array, xp: ModuleType) -> bool:
+    """``bool(any(x))`` for a branch that only saves work; ``True`` for a traced array (a
+    traced program, e.g. under ``jax.jit``, takes the branch and selects with ``where``)."""
+    return True if backend(xp).traced(x) else bool(xp.any(x))
+
+
+def all_true(x: Array, xp: ModuleType) -> bool:
+    """``bool(all(x))`` for an early loop exit; ``False`` for a traced array (the loop then runs
+    its fixed number of masked iterations)."""
+    return False if backend(xp).traced(x) else bool(xp.all(x))
 
 
 def mT(x: Array) -> Array:
     """Swap the last two axes (a contiguous copy for torch, whose batched matmul is several
     times slower on a transposed view)."""
-    return x.mT.contiguous() if hasattr(x, "contiguous") else np.swapaxes(x, -1, -2)
+    if isinstance(x, np.ndarray):
+        return np.swapaxes(x, -1, -2)
+    return x.mT.contiguous() if hasattr(x, "contiguous") else x.mT
 
 
 def sym(x: Array) -> Array:
@@ -161,7 +187,7 @@ def sym(x: Array) -> Array:
 
 def stop_gradient(x: Array, xp: ModuleType) -> Array:
     """``x`` as a constant: detached from the autograd graph (a no-op for NumPy)."""
-    return x.detach() if is_torch(xp) else x
+    return backend(xp).stop_gradient(x)
 
 
 def cholesky(x: Array, xp: ModuleType, *, name: str, check: bool) -> Array:
@@ -170,22 +196,7 @@ def cholesky(x: Array, xp: ModuleType, *, name: str, check: bool) -> Array:
     With ``check`` a failure raises ``ValueError`` naming ``name``; without it the factor of a
     non-positive-definite matrix is undefined (torch returns a partial factor, no sync).
     """
-    if is_torch(xp):
-        import torch
-
-        L, info = torch.linalg.cholesky_ex(x)
-        if check and bool((info != 0).any()):
-            bad = torch.nonzero(info.reshape(-1) != 0)[0].item()
-            raise ValueError(
-                f"{name} is not positive definite (first failing matrix at flat batch index {bad})"
-            )
-        return L
-    try:
-        return np.linalg.cholesky(x)
-    except np.linalg.LinAlgError as err:
-        if not check:
-            return np.full_like(x, np.nan)
-        raise ValueError(f"{name} is not positive definite") from err
+    return backend(xp).cholesky(x, name=name, check=check)
 
 
 def solve_tril(L: Array, b: Array, xp: ModuleType, *, transpose: bool = False) -> Array:
@@ -193,15 +204,7 @@ def solve_tril(L: Array, b: Array, xp: ModuleType, *, transpose: bool = False) -
 
     Shapes: ``L (..., d, d)``, ``b (..., d, k)``; batch dimensions must already agree.
     """
-    if is_torch(xp):
-        import torch
-
-        if transpose:
-            return torch.linalg.solve_triangular(L.mT, b, upper=True)
-        return torch.linalg.solve_triangular(L, b, upper=False)
-    if 0 in L.shape or 0 in b.shape:  # SciPy refuses zero-size batches
-        return np.zeros(np.broadcast_shapes(L.shape[:-1], b.shape[:-1]) + b.shape[-1:], b.dtype)
-    return scipy.linalg.solve_triangular(L, b, lower=True, trans="T" if transpose else "N")
+    return backend(xp).solve_tril(L, b, transpose=transpose)
 
 
 def solve_tril_vec(L: Array, b: Array, xp: ModuleType) -> Array:
@@ -211,11 +214,7 @@ def solve_tril_vec(L: Array, b: Array, xp: ModuleType) -> Array:
 
 def eigvalsh(x: Array, xp: ModuleType) -> Array:
     """Ascending eigenvalues of a batch of symmetric matrices (differentiable with torch)."""
-    if is_torch(xp):
-        import torch
-
-        return torch.linalg.eigvalsh(x)
-    return np.linalg.eigvalsh(x)
+    return backend(xp).eigvalsh(x)
 
 
 def to_host(xp: ModuleType, *arrays: Array) -> tuple[ModuleType, list[Array]]:
@@ -227,27 +226,17 @@ def to_host(xp: ModuleType, *arrays: Array) -> tuple[ModuleType, list[Array]]:
     host namespace uses only functions that plain NumPy (from 1.26 on) and the array API spell
     alike: no ``astype`` or ``bool`` attributes, say (``asarray(x, dtype=...)`` instead).
     """
-    if is_torch(xp) and all(a.device.type == "cpu" for a in arrays):
-        return np, [a.detach().numpy() for a in arrays]
-    return xp, [stop_gradient(a, xp) for a in arrays]
+    return backend(xp).to_host(xp, *arrays)
 
 
 def from_host(x: Array, xp: ModuleType, like: Array) -> Array:
     """Inverse of :func:`to_host`: ``x`` back in ``xp`` on the device of ``like``."""
-    if is_torch(xp) and isinstance(x, np.ndarray | np.generic):  # NumPy gives scalars for 0-d
-        import torch
-
-        return torch.as_tensor(np.asarray(x), device=like.device)
-    return x
+    return backend(xp).from_host(x, like)
 
 
 def eigh(x: Array, xp: ModuleType) -> tuple[Array, Array]:
     """Eigenvalues (ascending) and eigenvectors (columns) of symmetric matrices; no gradient use."""
-    if is_torch(xp):
-        import torch
-
-        return torch.linalg.eigh(x)
-    return np.linalg.eigh(x)
+    return backend(xp).eigh(x)
 
 
 def logdet_from_chol(L: Array, xp: ModuleType) -> Array:
@@ -269,14 +258,8 @@ def eye_like(x: Array, d: int, xp: ModuleType) -> Array:
 def sqrtm_psd(x: Array, xp: ModuleType) -> Array:
     """Symmetric square root of a batch of symmetric positive-definite matrices.
 
-    With torch the backward pass solves the Sylvester equation ``S dS + dS S = dA`` in the
-    eigenbasis, ``dA' = dS' / (s_i + s_j)``, which stays finite when eigenvalues repeat (the
+    Its gradient (with torch; JAX alike) solves the Sylvester equation ``S dS + dS S = dA`` in
+    the eigenbasis, ``dA' = dS' / (s_i + s_j)``, which stays finite when eigenvalues repeat (the
     generic ``eigh`` backward divides by their differences and gives NaN there).
     """
-    if is_torch(xp):
-        from trpl_math.torch._autograd import SqrtmPSD
-
-        return SqrtmPSD.apply(x)
-    w, v = np.linalg.eigh(x)
-    s = np.sqrt(np.clip(w, 0.0, None))
-    return sym((v * s[..., None, :]) @ mT(v))
+    return backend(xp).sqrtm_psd(x)

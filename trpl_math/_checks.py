@@ -261,7 +261,7 @@ def prepare_pair(mean: Array, cov: Array, old_mean: Array, old_cov: Array, *, di
     args = {"mean": mean, "cov": cov, "old_mean": old_mean, "old_cov": old_cov}
     for name, x in args.items():
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-            raise TypeError(f"{name} must be a NumPy array or torch tensor, got {type(x).__name__}")
+            raise TypeError(f"{name} must be a NumPy, torch or JAX array, got {type(x).__name__}")
         _check_not_meta(x, name)
     if validation_enabled():
         check_mean(mean, "mean", xp)

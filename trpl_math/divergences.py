@@ -31,11 +31,7 @@ def x_minus_log1p(x: Array, xp: ModuleType) -> Array:
     cancelling difference. Torch tensors go through one autograd node whose gradient is the
     closed form ``x / (1 + x)`` (instead of a graph through every term of the series).
     """
-    if B.is_torch(xp):
-        from trpl_math.torch._autograd import XMinusLog1p
-
-        return XMinusLog1p.apply(x)
-    return x_minus_log1p_values(x, xp)
+    return B.backend(xp).x_minus_log1p(x, xp)
 
 
 def x_minus_log1p_values(x: Array, xp: ModuleType) -> Array:
@@ -94,7 +90,7 @@ def w2_plain_cov(cov: Array, old_cov: Array, old_chol: Array, xp: ModuleType) ->
     host, (c_h, o_h) = B.to_host(xp, cov, old_cov)
     value = B.from_host(w2_plain_cov_values(c_h, o_h, host), xp, cov)
     value = xp.astype(value, cov.dtype)
-    if not B.is_torch(xp):
+    if not B.backend(xp).autograd:
         return value
     inner = B.sqrtm_psd(B.sym(B.mT(old_chol) @ cov @ old_chol), xp)
     naive = xp.sum(

@@ -83,6 +83,14 @@ class Gaussian(NamedTuple):
             return torch.diag_embed(self.cov**0.5) if diag else torch.linalg.cholesky(self.cov)
         import numpy as np
 
+        if not isinstance(self.cov, np.ndarray | np.generic):  # JAX and other array-API arrays
+            import array_api_compat
+
+            xp = array_api_compat.array_namespace(self.cov)
+            if diag:
+                eye = xp.eye(self.cov.shape[-1], dtype=self.cov.dtype)
+                return xp.sqrt(self.cov)[..., :, None] * eye
+            return xp.linalg.cholesky(self.cov)
         cov = np.asarray(self.cov)
         if diag:
             return np.sqrt(cov)[..., :, None] * np.eye(cov.shape[-1], dtype=cov.dtype)

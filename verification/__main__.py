@@ -11,7 +11,7 @@ import fnmatch
 import sys
 from collections.abc import Sequence
 
-from verification.checks import CHECKS, Config, Tolerances
+from verification.checks import BACKENDS, CHECKS, Config, Tolerances, backend_implementation
 from verification.report import render_markdown, run_checks, write_report
 
 QUICK = {"cases": 8, "dims": (1, 2, 3, 4), "mc_samples": 50_000, "fd_directions": 1}
@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ill-conditioned (condition up to 1e4) and rescaled (1e-3..1e3) cases, d up to 12; "
         "solver tolerance 1e-3; the reference-FD Jacobian rows left out",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="numpy",
+        help="array back end the library is called with (the gradient checks use torch)",
     )
     p.add_argument("--out", default="verification_report", help="directory for the report")
     p.add_argument("--checks", default="*", help="glob over check names (default: all)")
@@ -123,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no check matches {args.checks!r}", file=sys.stderr)
         return 2
     progress = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    report = run_checks(config, checks=checks, progress=progress)
+    impl = backend_implementation(args.backend)
+    report = run_checks(config, impl, checks=checks, progress=progress)
     md, js = write_report(report, args.out)
     print(render_markdown(report))
     print(f"wrote {md} and {js}", file=sys.stderr)

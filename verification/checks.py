@@ -18,6 +18,7 @@ Conventions (also in docs/verification.md):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -143,6 +144,47 @@ def default_implementation() -> Implementation:
         frobenius_distance=tm.frobenius_distance,
         entropy=tm.entropy,
         entropy_schedule=tm.entropy_schedule,
+    )
+
+
+BACKENDS = ("numpy", "jax")
+
+
+def backend_implementation(backend: str = "numpy") -> Implementation:
+    """The library's functions called with arrays of ``backend`` ("numpy" or "jax").
+
+    With ``"jax"`` every NumPy argument becomes a ``jax.numpy`` array (float64 enabled) and
+    every array of the result comes back as NumPy, so each check runs unchanged on the JAX back
+    end. Arguments that are not NumPy (the torch tensors of the gradient checks) pass through.
+    """
+    impl = default_implementation()
+    if backend == "numpy":
+        return impl
+    if backend != "jax":
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    def to_jax(x: Any) -> Any:
+        return jnp.asarray(x) if isinstance(x, np.ndarray | np.generic) else x
+
+    def back(x: Any) -> Any:
+        return np.asarray(x) if isinstance(x, jax.Array) else x
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def on_jax(*args: Any, **kwargs: Any) -> Any:
+            if any(hasattr(a, "detach") for a in (*args, *kwargs.values())):
+                return fn(*args, **kwargs)  # torch tensors (the gradient checks): unchanged
+            out = fn(*map(to_jax, args), **{k: to_jax(v) for k, v in kwargs.items()})
+            return type(out)(*map(back, out)) if isinstance(out, tuple) else back(out)
+
+        return on_jax
+
+    fields = {f.name: getattr(impl, f.name) for f in dataclasses.fields(impl)}
+    return Implementation(
+        **{k: wrap(v) if k != "entropy_schedule" else v for k, v in fields.items()}
     )
 
 

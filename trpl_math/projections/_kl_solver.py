@@ -25,6 +25,7 @@ from types import ModuleType
 
 import numpy as np
 
+from trpl_math import _backend as B
 from trpl_math._backend import Array
 from trpl_math.divergences import x_minus_log1p
 
@@ -49,6 +50,9 @@ def newton_log(
     Returns:
         ``(...)`` roots ``s``.
     """
+    traced = getattr(B.backend(xp), "newton_log", None)  # a back end without Python loops
+    if traced is not None:
+        return traced(fun, active, start)
     s = xp.where(active, start, xp.zeros_like(start))
     like = start
     hi = xp.zeros_like(like)

@@ -86,12 +86,7 @@ def kl_projection(
     if not diag:
         C.check_condition(p.old_cov, "old_cov", xp)
     proj_mean = project_mean(p.mean, p.old_mean, 0.5 * maha, eps_m, xp)
-    if B.is_torch(xp):
-        from trpl_math.torch._autograd import KLCovProjection
-
-        proj_cov = KLCovProjection.apply(p.cov, p.old_cov, eps_c, diag)
-    else:
-        proj_cov = kl_cov_eigen_projection(p.cov, p.old_cov, eps_c, diag, xp).cov
+    proj_cov = B.backend(xp).kl_cov_projection(p.cov, p.old_cov, eps_c, diag, xp)
     return Gaussian(proj_mean, proj_cov)
 
 
@@ -195,6 +190,40 @@ def _diag_projection(
     index = xp.arange(int(var.shape[0]), device=_device(var))
     std = xp.astype(std, var.dtype)
     return EigenSolution(out, index, std, std, lam, nu, t)
+
+
+def kl_cov_diag_grads(
+    grad: Any, std: Any, lam: Any, nu: Any, t: Any, xp: Any
+) -> tuple[Any, Any, Any]:
+    """Backward of the diagonal KL covariance projection for every state, in namespace ``xp``.
+
+    The formulas of docs/math.md §4.2 (the back ends' implicit gradients) with ``V = diag(σ_o)``
+    (so ``V⁻ᵀ X V⁻¹ = X / σ_o²``), worked in float64; states with ``t = 1`` (inactive) pass
+    ``grad`` through unchanged.
+
+    Args:
+        grad: ``(n, d)`` upstream gradient; std: ``(n, d)`` old standard deviations;
+        lam, nu: ``(n, d)``; t: ``(n,)``.
+
+    Returns:
+        ``(∂L/∂Σ (n, d), ∂L/∂Σ_o (n, d), ∂L/∂ε (n,))``, float64.
+    """
+    f64 = xp.float64
+    grad, var_o = xp.asarray(grad, dtype=f64), xp.asarray(std, dtype=f64) ** 2
+    eta1 = 1.0 / t[..., None]  # η + 1
+    active = t < 1.0
+    r = 0.5 * (1.0 / nu**2 - 1.0 / nu)
+    f_eta = -xp.sum(r * (1.0 - nu), axis=-1, keepdims=True) / eta1
+    f_eta = xp.where(active[..., None], f_eta, -1.0)  # 0 where inactive: keep the division finite
+    g_hat = grad * var_o
+    c = -xp.sum(g_hat * (1.0 - nu) / nu**2, axis=-1, keepdims=True) / eta1
+    k = c / f_eta
+    m_hat = (g_hat / nu**2 - k * r) / eta1
+    g_cov = xp.where(active[..., None], lam * lam * m_hat / var_o, grad)
+    g_old = xp.where(
+        active[..., None], ((eta1 - 1.0) * m_hat - k * 0.5 * (1.0 - 1.0 / nu)) / var_o, 0.0
+    )
+    return g_cov, g_old, xp.where(active, k[..., 0], 0.0)
 
 
 class Interpolated(NamedTuple):

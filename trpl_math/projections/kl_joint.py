@@ -121,7 +121,7 @@ def kl_joint_projection(
 
     out_mean = xp.where(infeasible[..., None], p.old_mean, p.mean)
     out_cov = xp.where(infeasible[ex], scale_old[ex] * p.old_cov, scale_new[ex] * p.cov)
-    if not bool(xp.any(solve)):
+    if not B.any_true(solve, xp):
         return Gaussian(out_mean, out_cov)
 
     host = (lam, z, eps64, solve, kl_at_one) + (() if log_b_min0 is None else (log_b_min0,))
@@ -157,7 +157,7 @@ def kl_joint_projection(
     safe = B.stop_gradient(xp.where(solve, deta, xp.ones_like(deta)), xp)
     f_c = B.stop_gradient(f, xp)
     eps_c = B.stop_gradient(eps_, xp)
-    if bool(xp.any(solve & ~(xp.abs(f_c) <= POLISH_TRIGGER * eps_c))):
+    if B.any_true(solve & ~(xp.abs(f_c) <= POLISH_TRIGGER * eps_c), xp):
         # The eigenbasis curve was inexact (ill-conditioned pair): polish η* on the direct
         # evaluation first, so that the single Newton step below starts at the root.
         eta_c = _polish(
@@ -193,7 +193,7 @@ def _polish(
         ok = xp.isfinite(f_new)
         done = done | ~ok | (xp.abs(f_new) <= POLISH_TOL * eps)
         eta = xp.where(done & ~ok, eta, new)
-        if bool(xp.all(done)):
+        if B.all_true(done, xp):
             break
         secant = (f_new - prev_f) / xp.where(diff != 0, diff, xp.ones_like(diff))
         secant = xp.where((diff != 0) & (secant < 0), secant, slope)

@@ -1,4 +1,8 @@
-"""Hand-written torch backward passes, the one place where the core needs autograd glue.
+"""The torch back end: non-standard linear algebra, host transfers and hand-written gradients.
+
+The functions of :mod:`trpl_math._backends.numpy` (same contracts), with torch's
+``cholesky_ex`` (a failure flag without an exception), ``solve_triangular``, NumPy views of CPU
+tensors for the tiny Newton loops, and these ``torch.autograd.Function`` s:
 
 * :class:`SqrtmPSD` — matrix square root whose gradient solves the Sylvester equation in the
   eigenbasis (finite for repeated eigenvalues, unlike a generic ``eigh`` backward).
@@ -23,11 +27,80 @@ Inactive states pass the gradient through unchanged (identity).
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 
 from trpl_math import _backend as B
+from trpl_math.projections.kl import kl_cov_diag_grads
+
+Array = Any
+
+autograd = True
+
+
+def traced(x: Array) -> bool:
+    return False
+
+
+def stop_gradient(x: Array) -> Array:
+    return x.detach()
+
+
+def cholesky(x: Array, *, name: str, check: bool) -> Array:
+    L, info = torch.linalg.cholesky_ex(x)
+    if check and bool((info != 0).any()):
+        bad = torch.nonzero(info.reshape(-1) != 0)[0].item()
+        raise ValueError(
+            f"{name} is not positive definite (first failing matrix at flat batch index {bad})"
+        )
+    return L
+
+
+def solve_tril(L: Array, b: Array, *, transpose: bool = False) -> Array:
+    if transpose:
+        return torch.linalg.solve_triangular(L.mT, b, upper=True)
+    return torch.linalg.solve_triangular(L, b, upper=False)
+
+
+def eigvalsh(x: Array) -> Array:
+    return torch.linalg.eigvalsh(x)
+
+
+def eigh(x: Array) -> tuple[Array, Array]:
+    return torch.linalg.eigh(x)
+
+
+def sqrtm_psd(x: Array) -> Array:
+    """With a backward that solves the Sylvester equation ``S dS + dS S = dA`` in the
+    eigenbasis, ``dA' = dS' / (s_i + s_j)``, finite when eigenvalues repeat (the generic
+    ``eigh`` backward divides by their differences and gives NaN there)."""
+    return SqrtmPSD.apply(x)
+
+
+def to_host(xp: ModuleType, *arrays: Array) -> tuple[ModuleType, list[Array]]:
+    """CPU tensors become NumPy views and the namespace plain ``numpy`` (its per-operation
+    overhead is a fraction of torch's, which dominates the O(d) Newton iterations on small
+    batches); tensors on other devices stay, detached."""
+    if all(a.device.type == "cpu" for a in arrays):
+        return np, [a.detach().numpy() for a in arrays]
+    return xp, [a.detach() for a in arrays]
+
+
+def from_host(x: Array, like: Array) -> Array:
+    if isinstance(x, np.ndarray | np.generic):  # NumPy gives scalars for 0-d
+        return torch.as_tensor(np.asarray(x), device=like.device)
+    return x
+
+
+def x_minus_log1p(x: Array, xp: ModuleType) -> Array:
+    return XMinusLog1p.apply(x)
+
+
+def kl_cov_projection(cov: Array, old_cov: Array, eps: Array, diag: bool, xp: ModuleType) -> Array:
+    return KLCovProjection.apply(cov, old_cov, eps, diag)
 
 
 class SqrtmPSD(torch.autograd.Function):
@@ -63,7 +136,7 @@ class XMinusLog1p(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         from trpl_math.divergences import x_minus_log1p_values
 
-        hx, (xh,) = B.to_host(B.namespace(x), x)
+        hx, (xh,) = to_host(B.namespace(x), x)
         ctx.save_for_backward(x)
         return torch.as_tensor(x_minus_log1p_values(xh, hx), device=x.device)
 
@@ -96,11 +169,13 @@ class KLCovProjection(torch.autograd.Function):
         flat = grad.reshape(-1, *event)
         if diag:  # every state was solved; t == 1 marks the inactive ones (identity)
             xp = B.namespace(grad)
-            hx, host = B.to_host(xp, flat, basis, lam, nu, t)
+            hx, host = to_host(xp, flat, basis, lam, nu, t)
             g_cov, g_old, g_eps = (
-                B.from_host(g, xp, grad).to(grad.dtype).reshape(shape)
+                from_host(g, grad).to(grad.dtype).reshape(shape)
                 for g, shape in zip(
-                    _diag_grads(*host, hx), (grad.shape, grad.shape, grad.shape[:-1]), strict=True
+                    kl_cov_diag_grads(*host, hx),
+                    (grad.shape, grad.shape, grad.shape[:-1]),
+                    strict=True,
                 )
             )
             return g_cov, g_old, g_eps, None
@@ -155,34 +230,3 @@ class KLCovProjection(torch.autograd.Function):
         d_old = eta.unsqueeze(-1) * m_hat - (k * 0.5 * (1.0 - 1.0 / nu)).unsqueeze(-1) * eye
         g_old = back(d_old)
         return B.sym(g_cov), B.sym(g_old), k.squeeze(-1)
-
-
-def _diag_grads(grad: Any, std: Any, lam: Any, nu: Any, t: Any, xp: Any) -> tuple[Any, Any, Any]:
-    """Backward of the diagonal KL covariance projection for every state, in namespace ``xp``.
-
-    The module docstring's formulas with ``V = diag(σ_o)`` (so ``V⁻ᵀ X V⁻¹ = X / σ_o²``), worked
-    in float64; states with ``t = 1`` (inactive) pass ``grad`` through unchanged.
-
-    Args:
-        grad: ``(n, d)`` upstream gradient; std: ``(n, d)`` old standard deviations;
-        lam, nu: ``(n, d)``; t: ``(n,)``.
-
-    Returns:
-        ``(∂L/∂Σ (n, d), ∂L/∂Σ_o (n, d), ∂L/∂ε (n,))``, float64.
-    """
-    f64 = xp.float64
-    grad, var_o = xp.asarray(grad, dtype=f64), xp.asarray(std, dtype=f64) ** 2
-    eta1 = 1.0 / t[..., None]  # η + 1
-    active = t < 1.0
-    r = 0.5 * (1.0 / nu**2 - 1.0 / nu)
-    f_eta = -xp.sum(r * (1.0 - nu), axis=-1, keepdims=True) / eta1
-    f_eta = xp.where(active[..., None], f_eta, -1.0)  # 0 where inactive: keep the division finite
-    g_hat = grad * var_o
-    c = -xp.sum(g_hat * (1.0 - nu) / nu**2, axis=-1, keepdims=True) / eta1
-    k = c / f_eta
-    m_hat = (g_hat / nu**2 - k * r) / eta1
-    g_cov = xp.where(active[..., None], lam * lam * m_hat / var_o, grad)
-    g_old = xp.where(
-        active[..., None], ((eta1 - 1.0) * m_hat - k * 0.5 * (1.0 - 1.0 / nu)) / var_o, 0.0
-    )
-    return g_cov, g_old, xp.where(active, k[..., 0], 0.0)
