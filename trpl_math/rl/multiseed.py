@@ -53,7 +53,7 @@ from trpl_math.rl.networks import (
     gaussian_entropy,
     gaussian_log_prob,
 )
-from trpl_math.rl.trainer import Trainer, explained_variance
+from trpl_math.rl.trainer import Trainer
 from trpl_math.types import Gaussian
 
 __all__ = [
@@ -579,38 +579,24 @@ class MultiSeedTrainer:
             with torch.no_grad():
                 v_new.append(tr.vf(obs[k]).numpy())
         t5 = time.perf_counter()
-        evals = []
-        for tr in trs:
-            tr.iteration += 1
-            eval_ret = float("nan")
-            if cfg.eval_episodes > 0 and tr.iteration % cfg.eval_every == 0:
-                eval_ret = float(np.mean(tr.evaluate(cfg.eval_episodes, 1000 + tr.iteration)))
-            evals.append(eval_ret)
+        evals = [tr.end_iteration() for tr in trs]
         t6 = time.perf_counter()
         lr = self.pi_opt.param_groups[0]["lr"]
         rows = []
         for k, tr in enumerate(trs):
-            nan = float("nan")
+            seed_stats = {name: float(pstats[name][k]) for name in ("penalty", "clip_frac")
+                          if name in pstats}  # fmt: skip
             rows.append(
-                {
-                    "iteration": tr.iteration,
-                    "global_step": tr.global_step,
-                    "train_return": tr.episodes.mean_return(),
-                    "train_ep_length": tr.episodes.mean_length(),
-                    "eval_return": evals[k],
-                    **diags[k],
-                    "value_loss": float(vloss[k]),
-                    "explained_variance": explained_variance(v_new[k], rets[k].reshape(-1)),
-                    "penalty": float(pstats["penalty"][k]) if "penalty" in pstats else nan,
-                    "clip_frac": float(pstats["clip_frac"][k]) if "clip_frac" in pstats else nan,
-                    "lr": lr,
-                    "time_rollout": t1 - t0,
-                    "time_gae": t2 - t1,
-                    "time_policy": t3 - t2,
-                    "time_value": t4 - t3,
-                    "time_diagnostics": t5 - t4,
-                    "time_eval": t6 - t5,
-                }
+                tr.log_row(
+                    eval_return=evals[k],
+                    diag=diags[k],
+                    value_loss=float(vloss[k]),
+                    v_new=v_new[k],
+                    returns=rets[k],
+                    pstats=seed_stats,
+                    lr=lr,
+                    times=(t0, t1, t2, t3, t4, t5, t6),
+                )
             )
         return rows
 

@@ -483,23 +483,55 @@ class Trainer:
         with torch.no_grad():
             v_new = self.vf(obs).numpy()
         t5 = time.perf_counter()
-        self.iteration += 1
-        eval_ret = float("nan")
-        if cfg.eval_episodes > 0 and self.iteration % cfg.eval_every == 0:
-            eval_ret = float(np.mean(self.evaluate(cfg.eval_episodes, 1000 + self.iteration)))
+        eval_ret = self.end_iteration()
         t6 = time.perf_counter()
-        row = {
+        return self.log_row(
+            eval_return=eval_ret,
+            diag=diag,
+            value_loss=vloss,
+            v_new=v_new,
+            returns=ret,
+            pstats=pstats,
+            lr=self.pi_opt.param_groups[0]["lr"],
+            times=(t0, t1, t2, t3, t4, t5, t6),
+        )
+
+    def end_iteration(self) -> float:
+        """Count the iteration as done and run the deterministic evaluation if it is due
+        (``eval_every``); returns its mean return (NaN when none ran)."""
+        cfg = self.cfg
+        self.iteration += 1
+        if cfg.eval_episodes > 0 and self.iteration % cfg.eval_every == 0:
+            return float(np.mean(self.evaluate(cfg.eval_episodes, 1000 + self.iteration)))
+        return float("nan")
+
+    def log_row(
+        self,
+        *,
+        eval_return: float,
+        diag: dict[str, float],
+        value_loss: float,
+        v_new: np.ndarray,
+        returns: np.ndarray,
+        pstats: dict[str, float],
+        lr: float,
+        times: tuple[float, ...],
+    ) -> dict[str, float]:
+        """The progress.csv row of the iteration just ended (one column order for every
+        trainer); ``times`` are the 7 clock readings around its phases."""
+        t0, t1, t2, t3, t4, t5, t6 = times
+        return {
             "iteration": self.iteration,
             "global_step": self.global_step,
             "train_return": self.episodes.mean_return(),
             "train_ep_length": self.episodes.mean_length(),
-            "eval_return": eval_ret,
+            "eval_return": eval_return,
             **diag,
-            "value_loss": vloss,
-            "explained_variance": explained_variance(v_new, ret.reshape(-1)),
+            "value_loss": value_loss,
+            "explained_variance": explained_variance(v_new, returns.reshape(-1)),
             "penalty": pstats.get("penalty", float("nan")),
             "clip_frac": pstats.get("clip_frac", float("nan")),
-            "lr": self.pi_opt.param_groups[0]["lr"],
+            "lr": lr,
             **{k: v for k, v in pstats.items() if k.startswith("papi_")},
             "time_rollout": t1 - t0,
             "time_gae": t2 - t1,
@@ -508,7 +540,6 @@ class Trainer:
             "time_diagnostics": t5 - t4,
             "time_eval": t6 - t5,
         }
-        return row
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
