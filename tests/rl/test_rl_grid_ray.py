@@ -21,7 +21,7 @@ from trpl_math.rl.grid import make_jobs, run_grid
 ROOT = Path(__file__).parents[2]
 
 TOY = register()
-ITERS = 10
+ITERS = 30  # long enough that a cancel lands mid-run on a loaded machine
 SETUP = "toy_env:register"  # the toy task is registered in each job's process (Ray worker)
 TINY = {
     "total_steps": 200 * ITERS,
@@ -103,7 +103,7 @@ def test_ray_grid_cancelled_at_deadline_resumes(
 ):
     out = tmp_path / "ray"
     jobs = make_jobs(out, [TOY], ["kl", "ppo"], [0], TINY)
-    # A clock that jumps past the deadline once both jobs are mid-run (>= 2 of 10 iterations
+    # A clock that jumps past the deadline once both jobs are mid-run (>= 2 of ITERS iterations
     # logged, so past a checkpoint): the driver, which looks at it every 0.02 s, then cancels
     # both running tasks (KeyboardInterrupt in the task; grace 0: the worker is killed at once),
     # as a real deadline or a killed sweep would stop them.
