@@ -363,3 +363,67 @@ class TestStackedPrimitives:
                 assert torch.equal(p.grad[k], q.grad)
         norm1 = np.sqrt(sum(float((p.grad[1] ** 2).sum()) for p in stack))
         assert norm1 < 0.5
+
+
+class FakeClock:
+    """``time`` for trpl_math.rl.multiseed whose ``time()`` passes the deadline at call ``n``."""
+
+    def __init__(self, n: int, deadline: float):
+        self.calls, self.n, self.deadline = 0, n, deadline
+        self.perf_counter = __import__("time").perf_counter
+
+    def time(self) -> float:
+        self.calls += 1
+        return self.deadline + (1.0 if self.calls >= self.n else -1.0)
+
+
+class TestStops:
+    """Every stop leaves each seed a checkpoint and agent of its last completed iteration."""
+
+    def test_deadline_stops_checkpoints_and_resumes_bitwise(self, tmp_path, monkeypatch):
+        import trpl_math.rl.multiseed as ms
+
+        cfg = toy_config("kl")  # checkpoint_every=2: iteration 3 is saved only by the deadline
+        train_seeds(cfg, [0, 2], tmp_path / "full", progress=False, tensorboard=False)
+        monkeypatch.setattr(ms, "time", FakeClock(4, deadline=1e9))
+        train_seeds(cfg, [0, 2], tmp_path / "cut", progress=False, tensorboard=False, deadline=1e9)
+        for s in (0, 2):
+            f = tmp_path / "cut" / f"seed_{s}"
+            assert len(read_rows(f)) == 3
+            assert torch.load(f / "checkpoints" / "latest.pt", weights_only=False)["iteration"] == 3
+            assert torch.load(f / "agent.pt", weights_only=False)["iteration"] == 3
+        monkeypatch.undo()
+        train_seeds(cfg, [0, 2], tmp_path / "cut", resume=True, progress=False, tensorboard=False)
+        for s in (0, 2):
+            assert_same_run(tmp_path / "full" / f"seed_{s}", tmp_path / "cut" / f"seed_{s}")
+
+    def test_agent_written_at_max_iterations(self, tmp_path):
+        cfg = toy_config("ppo")
+        train_seeds(cfg, [0, 1], tmp_path, progress=False, tensorboard=False, max_iterations=3)
+        for s in (0, 1):
+            agent = torch.load(tmp_path / f"seed_{s}" / "agent.pt", weights_only=False)
+            assert agent["iteration"] == 3
+
+    def test_deadline_while_lagging_seeds_catch_up(self, tmp_path, monkeypatch):
+        """The deadline passing during the catch-up ends the call (no endless recursion)."""
+        import trpl_math.rl.multiseed as ms
+
+        cfg = toy_config("ppo")
+        train_seeds(cfg, [0, 1], tmp_path, progress=False, tensorboard=False, max_iterations=2)
+        train_seeds(cfg, [1], tmp_path, resume=True, progress=False, tensorboard=False,
+                    max_iterations=4)  # fmt: skip
+        clock = FakeClock(2, deadline=1e9)  # one catch-up iteration, then past the deadline
+        monkeypatch.setattr(ms, "time", clock)
+        train_seeds(cfg, [0, 1], tmp_path, resume=True, progress=False, tensorboard=False,
+                    deadline=1e9)  # fmt: skip
+        assert [len(read_rows(tmp_path / f"seed_{s}")) for s in (0, 1)] == [3, 4]
+
+    def test_cli_accepts_deadline_with_seeds(self, tmp_path, capsys):
+        out = tmp_path / "runs"
+        rc = main(["train", "--env", TOY, "--method", "ppo", "--seeds", "0", "1", "--out", str(out),
+                   "--deadline", "2000-01-01T00:00:00", "--no-progress", "--no-tensorboard",
+                   "--set", "total_steps=2000", "--set", "rollout_steps=400"])  # fmt: skip
+        assert rc == 0
+        for s in (0, 1):  # stopped before the first iteration, resumable
+            assert read_rows(out / f"seed_{s}") == []
+            assert torch.load(out / f"seed_{s}" / "agent.pt", weights_only=False)["iteration"] == 0

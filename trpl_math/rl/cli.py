@@ -124,8 +124,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         if args.seed is not None:
             raise ValueError("--seeds replaces --seed: give one of them")
-        if args.deadline:
-            raise ValueError("--deadline is not supported with --seeds (use --max-iterations)")
 
         folders = train_seeds(
             cfg,
@@ -135,6 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             max_iterations=args.max_iterations,
+            deadline=_deadline(args.deadline),
             tensorboard=not args.no_tensorboard,
         )
         print("run folders: " + " ".join(str(f) for f in folders))

@@ -706,6 +706,7 @@ def train_seeds(
     overwrite: bool = False,
     progress: bool = True,
     max_iterations: int | None = None,
+    deadline: float | None = None,
     tensorboard: bool = True,
     keep_checkpoints: bool = False,
 ) -> list[Path]:
@@ -718,7 +719,9 @@ def train_seeds(
     progress.csv, tb/, checkpoints/latest.pt, agent.pt at the end), so ``trpl table``,
     ``plot``, ``diagnostics`` and ``evaluate`` read them unchanged, and a single-seed
     ``trpl train --resume`` can continue one of them. The arguments are those of
-    :func:`~trpl_math.rl.run.train`. With ``resume`` every seed continues from its own
+    :func:`~trpl_math.rl.run.train`; as there, every stop (the end, ``max_iterations``,
+    ``deadline``, Ctrl-C, SIGTERM) leaves each folder a checkpoint of its last completed
+    iteration and that iteration's ``agent.pt``. With ``resume`` every seed continues from its own
     checkpoint (its saved config wins); seeds whose checkpoints lag behind the others (a run
     killed between writing two seeds' checkpoints) are first brought level, stacked among
     themselves, which changes nothing since a seed's run does not depend on its neighbours.
@@ -733,6 +736,7 @@ def train_seeds(
         _atomic_save,
         _clear_run,
         _existing_run_files,
+        _sigterm_as_exit,
         read_state,
     )
 
@@ -767,9 +771,12 @@ def train_seeds(
                 resume=True,
                 progress=progress,
                 max_iterations=level,
+                deadline=deadline,
                 tensorboard=tensorboard,
                 keep_checkpoints=keep_checkpoints,
             )
+            if deadline is not None and time.time() >= deadline:
+                return folders  # the deadline came while the lagging seeds were catching up
             return train_seeds(
                 cfg,
                 seeds,
@@ -777,6 +784,7 @@ def train_seeds(
                 resume=True,
                 progress=progress,
                 max_iterations=max_iterations,
+                deadline=deadline,
                 tensorboard=tensorboard,
                 keep_checkpoints=keep_checkpoints,
             )
@@ -816,44 +824,56 @@ def train_seeds(
             dynamic_ncols=True,
             desc=f"{cfg.method} {cfg.env_id} seeds {','.join(map(str, seeds))}",
         )
-    try:
-        while trainer.iteration < stop:
-            t0 = time.perf_counter()
-            rows = trainer.iterate()
-            elapsed = time.perf_counter() - t0
-            for k, row in enumerate(rows):
-                row["time_iteration"] = elapsed
-                row["steps_per_s"] = cfg.rollout_steps / elapsed
-                loggers[k].write(row)
-                if writers:
-                    gs = trainer.trainers[k].global_step
-                    for key, v in row.items():
-                        if key not in ("iteration", "global_step") and not math.isnan(v):
-                            writers[k].add_scalar(key, v, gs)
+    saved_iteration = start
+
+    def checkpoint() -> None:
+        nonlocal saved_iteration
+        for f, state in zip(folders, trainer.state_dicts(), strict=True):
+            _atomic_save(state, f / "checkpoints" / CKPT_NAME)
+            if keep_checkpoints:
+                _atomic_save(state, f / "checkpoints" / f"iter_{trainer.iteration:06d}.pt")
+        saved_iteration = trainer.iteration
+
+    with _sigterm_as_exit():
+        agents = [trainer.agent(k) for k in range(len(seeds))]
+        try:
+            while trainer.iteration < stop:
+                if deadline is not None and time.time() >= deadline:
+                    break
+                t0 = time.perf_counter()
+                rows = trainer.iterate()
+                elapsed = time.perf_counter() - t0
+                agents = [trainer.agent(k) for k in range(len(seeds))]
+                for k, row in enumerate(rows):
+                    row["time_iteration"] = elapsed
+                    row["steps_per_s"] = cfg.rollout_steps / elapsed
+                    loggers[k].write(row)
+                    if writers:
+                        gs = trainer.trainers[k].global_step
+                        for key, v in row.items():
+                            if key not in ("iteration", "global_step") and not math.isnan(v):
+                                writers[k].add_scalar(key, v, gs)
+                if bar is not None:
+                    bar.update(cfg.rollout_steps * len(seeds))
+                    bar.set_postfix(
+                        sps=f"{len(seeds) * cfg.rollout_steps / elapsed:.0f}",
+                        ret=f"{np.nanmean([r['train_return'] for r in rows]):.0f}",
+                        kl=f"{np.mean([r['kl_mean'] for r in rows]):.4f}",
+                        refresh=False,
+                    )
+                if trainer.iteration >= stop or trainer.iteration % cfg.checkpoint_every == 0:
+                    checkpoint()
+            if trainer.iteration != saved_iteration:  # stopped by the deadline
+                checkpoint()
+        finally:
+            # the last completed iteration's agents, at every stop (also Ctrl-C / SIGTERM)
+            for f, agent in zip(folders, agents, strict=True):
+                _atomic_save(agent, f / "agent.pt")
+            for lg in loggers:
+                lg.close()
+            for w in writers:
+                w.close()
             if bar is not None:
-                bar.update(cfg.rollout_steps * len(seeds))
-                bar.set_postfix(
-                    sps=f"{len(seeds) * cfg.rollout_steps / elapsed:.0f}",
-                    ret=f"{np.nanmean([r['train_return'] for r in rows]):.0f}",
-                    kl=f"{np.mean([r['kl_mean'] for r in rows]):.4f}",
-                    refresh=False,
-                )
-            it = trainer.iteration
-            done = it >= total_iters
-            if done or it % cfg.checkpoint_every == 0 or it == stop:
-                for f, state in zip(folders, trainer.state_dicts(), strict=True):
-                    _atomic_save(state, f / "checkpoints" / CKPT_NAME)
-                    if keep_checkpoints:
-                        _atomic_save(state, f / "checkpoints" / f"iter_{it:06d}.pt")
-            if done:
-                for k, f in enumerate(folders):
-                    _atomic_save(trainer.agent(k), f / "agent.pt")
-    finally:
-        for lg in loggers:
-            lg.close()
-        for w in writers:
-            w.close()
-        if bar is not None:
-            bar.close()
-        trainer.close()
+                bar.close()
+            trainer.close()
     return folders
