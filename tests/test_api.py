@@ -69,6 +69,30 @@ class TestAll:
             assert "trpl_math.rl" not in src, mod
 
 
+class TestSignatures:
+    """Only the arrays are positional; every bound and option is keyword-only (a swapped
+    ``eps_mean``/``eps_cov`` or an ``entropy_bound`` read as ``diag`` cannot happen silently)."""
+
+    ARRAYS = ("mean", "cov", "old_mean", "old_cov")
+    FUNCTIONS = sorted(
+        CONTRACT - {"Gaussian", "DivergenceParts", "no_validation", "entropy_schedule"}
+    )
+
+    @pytest.mark.parametrize("name", FUNCTIONS)
+    def test_only_arrays_positional(self, name: str) -> None:
+        params = inspect.signature(getattr(trpl_math, name)).parameters.values()
+        positional = [p.name for p in params if p.kind is not p.KEYWORD_ONLY]
+        assert positional and all(n in self.ARRAYS for n in positional), positional
+        bounds = [p for p in params if p.name.startswith("eps") or p.name == "entropy_bound"]
+        assert all(p.kind is p.KEYWORD_ONLY for p in bounds)
+
+    def test_entropy_bound_positional_refused(self) -> None:
+        import numpy as np
+
+        with pytest.raises(TypeError):
+            trpl_math.entropy_projection(np.eye(2), 1.0)  # type: ignore[misc]
+
+
 class TestDocstrings:
     @pytest.mark.parametrize("where", DOCUMENTED, ids=lambda w: f"{w[0]}.{w[1]}")
     def test_has_docstring_with_example(self, where: tuple[str, str]) -> None:

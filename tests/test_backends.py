@@ -78,7 +78,7 @@ def test_numpy_functions_import_no_torch() -> None:
         tm.kl_joint_projection(m, c, om, oc, eps=0.01)
         tm.wasserstein_projection(m, c, om, oc, eps_mean=0.01, eps_cov=0.01, exact=True)
         tm.frobenius_projection(m, c, om, oc, eps_mean=0.01, eps_cov=0.01)
-        tm.entropy_projection(c, 0.5)
+        tm.entropy_projection(c, entropy_bound=0.5)
         tm.kl_divergence(m, c, om, oc); tm.wasserstein_distance(m, c, om, oc)
         assert "torch" not in sys.modules, sorted(k for k in sys.modules if "torch" in k)
         print("ok")

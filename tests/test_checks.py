@@ -275,18 +275,18 @@ class TestEntropyBoundArgument:
     @pytest.mark.parametrize("value", [math.nan, -math.inf])
     def test_entropy_projection_bound_non_finite(self, xp: ModuleType, value: float) -> None:
         with pytest.raises(ValueError, match=names("entropy_bound")):
-            tm.entropy_projection(asarray(xp, np.eye(2)), value)
+            tm.entropy_projection(asarray(xp, np.eye(2)), entropy_bound=value)
 
     def test_entropy_projection_bound_does_not_broadcast(self, xp: ModuleType) -> None:
         with pytest.raises(ValueError, match=names("entropy_bound")):
             tm.entropy_projection(
-                asarray(xp, np.ones((2, 3))), asarray(xp, [1.0, 2.0, 3.0]), diag=True
+                asarray(xp, np.ones((2, 3))), entropy_bound=asarray(xp, [1.0, 2.0, 3.0]), diag=True
             )
 
 
 LONE_COV = {
     "entropy": lambda c, diag: tm.entropy(c, diag=diag),
-    "entropy_projection": lambda c, diag: tm.entropy_projection(c, 1.0, diag=diag),
+    "entropy_projection": lambda c, diag: tm.entropy_projection(c, entropy_bound=1.0, diag=diag),
 }
 
 

@@ -375,7 +375,9 @@ class TestLowPrecisionAndEmpty:
         assert tuple(parts.mean.shape) == (0,) and tuple(parts.cov.shape) == (0,)
         cov = _state(xp, diag, batch=(0,))[1]
         assert tuple(tm.entropy(cov, diag=diag).shape) == (0,)
-        assert tuple(tm.entropy_projection(cov, 1.0, diag=diag).shape) == tuple(cov.shape)
+        assert tuple(tm.entropy_projection(cov, entropy_bound=1.0, diag=diag).shape) == tuple(
+            cov.shape
+        )
 
     @pytest.mark.parametrize("name", sorted(PROJECTIONS))
     def test_meta_tensors_named_error(self, name: str) -> None:
@@ -429,7 +431,7 @@ class TestEntropyProjectionFloat32:
         case = fuzz.draw_case(5, 1169, ["float64", "float32"], ["numpy", "torch"])
         assert case.projection == "entropy" and case.dtype == "float32" and case.diag
         var = np.diag(case.cov).astype(np.float32)
-        got = tm.entropy_projection(var, case.beta, equality=case.equality, diag=True)
+        got = tm.entropy_projection(var, entropy_bound=case.beta, equality=case.equality, diag=True)
         assert got.dtype == np.float32
         h = _mp.entropy(np.diag(got.astype(np.float64)))
         assert abs(h - case.beta) <= 1e-6, h - case.beta

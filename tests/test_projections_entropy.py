@@ -32,7 +32,7 @@ class TestEntropyProjection:
         """In 1-D, H(σ²) = β means σ² = exp(2β) / (2πe), whatever the input variance."""
         beta = 0.7
         c = [0.1] if diag else [[0.1]]
-        out = tm.entropy_projection(asarray(xp, c), beta, diag=diag)
+        out = tm.entropy_projection(asarray(xp, c), entropy_bound=beta, diag=diag)
         want = math.exp(2 * beta) / (2 * math.pi * math.e)
         assert_close(out, asarray(xp, [want] if diag else [[want]]))
 
@@ -41,7 +41,9 @@ class TestEntropyProjection:
         beta = 4.0
         cov = np.array([[2.0, 1.0], [1.0, 2.0]])
         s = math.exp(beta) / (2 * math.pi * math.e) / math.sqrt(3.0)
-        assert_close(tm.entropy_projection(asarray(xp, cov), beta), asarray(xp, s * cov))
+        assert_close(
+            tm.entropy_projection(asarray(xp, cov), entropy_bound=beta), asarray(xp, s * cov)
+        )
 
     @pytest.mark.parametrize("diag", [False, True])
     def test_inequality_only_where_below(self, xp: ModuleType, diag: bool) -> None:
@@ -52,7 +54,7 @@ class TestEntropyProjection:
         c = asarray(xp, cov)
         h = tm.entropy(c, diag=diag)
         beta = float(h[1])  # state 0 below, state 1 on, state 2 above the bound
-        out = tm.entropy_projection(c, beta, diag=diag)
+        out = tm.entropy_projection(c, entropy_bound=beta, diag=diag)
         assert_close(tm.entropy(out, diag=diag)[0], asarray(xp, beta))
         assert_equal(out[1:], c[1:])
 
@@ -63,32 +65,36 @@ class TestEntropyProjection:
         if diag:
             cov = np.diagonal(cov, axis1=-2, axis2=-1).copy()
         beta = asarray(xp, [1.0, 2.0, 3.0])  # bounds as an array of the batch shape
-        out = tm.entropy_projection(asarray(xp, cov), beta, equality=True, diag=diag)
+        out = tm.entropy_projection(asarray(xp, cov), entropy_bound=beta, equality=True, diag=diag)
         assert_close(tm.entropy(out, diag=diag), beta)
 
     def test_inside_unchanged_bitwise(self, xp: ModuleType) -> None:
         c = asarray(xp, spd(3, 5.0))
-        assert_equal(tm.entropy_projection(c, -10.0), c)
+        assert_equal(tm.entropy_projection(c, entropy_bound=-10.0), c)
 
     def test_diag_equals_full(self, xp: ModuleType) -> None:
         v = np.array([[0.5, 2.0, 0.1], [3.0, 0.1, 7.0]])
         for equality in (False, True):
-            d = tm.entropy_projection(asarray(xp, v), 3.0, diag=True, equality=equality)
-            f = tm.entropy_projection(asarray(xp, diag_embed(v)), 3.0, equality=equality)
+            d = tm.entropy_projection(
+                asarray(xp, v), entropy_bound=3.0, diag=True, equality=equality
+            )
+            f = tm.entropy_projection(
+                asarray(xp, diag_embed(v)), entropy_bound=3.0, equality=equality
+            )
             assert_close(f, asarray(xp, diag_embed(to_numpy(d))))
 
     def test_numpy_matches_torch_and_float32(self) -> None:
         _, cov, _, _ = problem(batch=2)
-        a = tm.entropy_projection(cov, 5.0, equality=True)
-        b = tm.entropy_projection(torch.from_numpy(cov), 5.0, equality=True)
-        c = tm.entropy_projection(torch.from_numpy(cov).float(), 5.0, equality=True)
+        a = tm.entropy_projection(cov, entropy_bound=5.0, equality=True)
+        b = tm.entropy_projection(torch.from_numpy(cov), entropy_bound=5.0, equality=True)
+        c = tm.entropy_projection(torch.from_numpy(cov).float(), entropy_bound=5.0, equality=True)
         np.testing.assert_allclose(b.numpy(), a, rtol=1e-13)
         assert c.dtype == torch.float32
         np.testing.assert_allclose(c.numpy(), a, rtol=1e-5)
 
     def test_broadcast_scalar_bound_batch_cov(self, xp: ModuleType) -> None:
         _, cov, _, _ = problem(batch=3)
-        out = tm.entropy_projection(asarray(xp, cov), asarray(xp, 5.0), equality=True)
+        out = tm.entropy_projection(asarray(xp, cov), entropy_bound=asarray(xp, 5.0), equality=True)
         assert tuple(out.shape) == (3, 3, 3)
         assert_close(tm.entropy(out), asarray(xp, [5.0, 5.0, 5.0]))
 
@@ -100,13 +106,13 @@ class TestEntropyProjection:
         beta.requires_grad_()
 
         def fn(s, b):
-            return tm.entropy_projection(sym_param(s), b, equality=equality)
+            return tm.entropy_projection(sym_param(s), entropy_bound=b, equality=equality)
 
         assert torch.autograd.gradcheck(fn, (c, beta))
 
     def test_inactive_identity_jacobian(self) -> None:
         c = torch.from_numpy(spd(3, 5.0)).requires_grad_()
-        out = tm.entropy_projection(c, -10.0)
+        out = tm.entropy_projection(c, entropy_bound=-10.0)
         w = torch.randn_like(out)
         (g,) = torch.autograd.grad((out * w).sum(), c)
         assert_equal(g, w)
@@ -115,7 +121,7 @@ class TestEntropyProjection:
     def test_ill_conditioned_finite(self, d: int) -> None:
         for dtype, cond in ((torch.float64, 1e8), (torch.float32, 1e4)):
             c = torch.tensor(spd(d, cond, d), dtype=dtype, requires_grad=True)
-            out = tm.entropy_projection(c, 0.5 * d, equality=True)
+            out = tm.entropy_projection(c, entropy_bound=0.5 * d, equality=True)
             assert out.dtype == dtype
             assert_finite(out, *torch.autograd.grad(out.sum(), c))
 

@@ -441,7 +441,7 @@ def _entropy_always_equal(cov, entropy_bound, *, equality=False, diag=False):
     """The inequality form that forgets it is one: also shrinks where H ≥ β."""
     import trpl_math as tm
 
-    return tm.entropy_projection(cov, entropy_bound, equality=True, diag=diag)
+    return tm.entropy_projection(cov, entropy_bound=entropy_bound, equality=True, diag=diag)
 
 
 def _schedule_with_kappa(

@@ -612,8 +612,8 @@ def _entropy_control(
         h = la.entropy(inst.cov)
         beta = h + float(rng.uniform(-2.0, 2.0))
         start = time.perf_counter()
-        eq = _full(impl.entropy_projection(cov, beta, equality=True, diag=diag), diag)
-        ineq = impl.entropy_projection(cov, beta, diag=diag)
+        eq = _full(impl.entropy_projection(cov, entropy_bound=beta, equality=True, diag=diag), diag)
+        ineq = impl.entropy_projection(cov, entropy_bound=beta, diag=diag)
         lib_seconds = time.perf_counter() - start
         scale = max(1.0, abs(beta))
         gap = abs(la.entropy(eq) - beta) / scale
@@ -798,7 +798,7 @@ def _torch_projection(name: str, impl: Implementation) -> Callable[..., Any]:
         "kl_joint": lambda a, b, diag: impl.kl_joint_projection(*a, **b, diag=diag),
         "kl_joint_entropy": lambda a, b, diag: impl.kl_joint_projection(*a, **b, diag=diag),
         "entropy": lambda a, b, diag: _Gaussian(
-            a[0], impl.entropy_projection(a[1], b["entropy_bound"], diag=diag)
+            a[0], impl.entropy_projection(a[1], entropy_bound=b["entropy_bound"], diag=diag)
         ),
     }
     return table[name]

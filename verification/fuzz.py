@@ -227,7 +227,7 @@ def call_library(case: Case) -> Any:
     kw: dict[str, Any] = {"diag": case.diag}
     p = case.projection
     if p == "entropy":
-        return tm.entropy_projection(cov, case.beta, equality=case.equality, **kw)
+        return tm.entropy_projection(cov, entropy_bound=case.beta, equality=case.equality, **kw)
     args = (mean, cov, old_mean, old_cov)
     if p.startswith("kl_joint"):
         return tm.kl_joint_projection(*args, eps=case.eps_mean, entropy_bound=case.beta, **kw)
@@ -522,7 +522,8 @@ def snippet(case: Case) -> str:
     p, kw = case.projection, f"diag={case.diag}"
     if p == "entropy":
         lines.append(
-            f"out = tm.entropy_projection(cov, {case.beta!r}, equality={case.equality}, {kw})"
+            f"out = tm.entropy_projection(cov, entropy_bound={case.beta!r}, "
+            f"equality={case.equality}, {kw})"
         )
     elif p.startswith("kl_joint"):
         lines.append(

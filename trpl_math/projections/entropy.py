@@ -15,7 +15,7 @@ __all__ = ["entropy_projection", "entropy_schedule"]
 
 @B.working_precision("float64")
 def entropy_projection(
-    cov: Array, entropy_bound: Any, *, equality: bool = False, diag: bool = False
+    cov: Array, *, entropy_bound: Any, equality: bool = False, diag: bool = False
 ) -> Array:
     """Scale covariances so that their entropy is at least (or exactly) ``entropy_bound``.
 
@@ -41,7 +41,7 @@ def entropy_projection(
     Example:
         >>> import numpy as np
         >>> from trpl_math import entropy
-        >>> c = entropy_projection(np.full(3, 0.1), 1.0, diag=True)
+        >>> c = entropy_projection(np.full(3, 0.1), entropy_bound=1.0, diag=True)
         >>> round(float(entropy(c, diag=True)), 12)
         1.0
     """

@@ -221,7 +221,9 @@ class TrustRegionLayer(torch.nn.Module):
                 equality = self.entropy_schedule.equality  # type: ignore[union-attr]
                 proj = Gaussian(
                     proj.mean,
-                    tm.entropy_projection(proj.cov, beta, equality=equality, diag=self.diag),
+                    tm.entropy_projection(
+                        proj.cov, entropy_bound=beta, equality=equality, diag=self.diag
+                    ),
                 )
         return proj
 
