@@ -427,3 +427,28 @@ class TestStops:
         for s in (0, 1):  # stopped before the first iteration, resumable
             assert read_rows(out / f"seed_{s}") == []
             assert torch.load(out / f"seed_{s}" / "agent.pt", weights_only=False)["iteration"] == 0
+
+
+class TestResumeSettings:
+    """--resume with other settings stops and lists them, as for a single run."""
+
+    def test_different_setting_refused_with_the_difference(self, tmp_path):
+        from trpl_math.rl.run import RunError
+
+        cfg = toy_config("ppo")
+        train_seeds(cfg, [0, 1], tmp_path, progress=False, tensorboard=False, max_iterations=1)
+        other = toy_config("ppo", lr=1e-3)
+        with pytest.raises(RunError, match=r"seed_0.*\n  lr: saved 0.0003, requested 0.001"):
+            train_seeds(other, [0, 1], tmp_path, resume=True, progress=False, tensorboard=False)
+        # only the fields asked for are compared (the CLI passes its command line's)
+        train_seeds(other, [0, 1], tmp_path, resume=True, compare=["method"], progress=False,
+                    tensorboard=False, max_iterations=2)  # fmt: skip
+        assert len(read_rows(tmp_path / "seed_1")) == 2
+
+    def test_cli_lists_the_difference(self, tmp_path, capsys):
+        args = ["train", "--env", TOY, "--method", "ppo", "--seeds", "0", "1", "--out",
+                str(tmp_path), "--no-progress", "--no-tensorboard", "--max-iterations", "1",
+                "--set", "total_steps=2000", "--set", "rollout_steps=400"]  # fmt: skip
+        assert main(args) == 0
+        assert main([*args, "--resume", "--set", "lr=0.5"]) == 2
+        assert "lr: saved" in capsys.readouterr().err

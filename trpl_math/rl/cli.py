@@ -131,6 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.out or f"runs/{cfg.env_id}/{args.method or cfg.method}",
             resume=args.resume,
             overwrite=args.overwrite,
+            compare=_requested_fields(args),
             progress=not args.no_progress,
             max_iterations=args.max_iterations,
             deadline=_deadline(args.deadline),

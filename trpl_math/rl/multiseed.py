@@ -697,6 +697,30 @@ def seed_folder(out_dir: str | Path, seed: int) -> Path:
     return Path(out_dir) / f"seed_{seed}"
 
 
+def _check_same_settings(
+    cfg: TrainConfig,
+    folders: Sequence[Path],
+    states: Sequence[dict[str, Any] | None],
+    compare: list[str] | None,
+) -> None:
+    """Refuse to resume seeds whose saved settings differ from the requested ones (the fields
+    of ``compare``, default all; the seed is each folder's own)."""
+    from trpl_math.rl.run import RunError, config_differences
+
+    requested = cfg.to_dict()
+    keys = [k for k in (compare if compare is not None else list(requested)) if k != "seed"]
+    for f, state in zip(folders, states, strict=True):
+        if state is None:
+            continue
+        saved = config_from_dict(state["config"]).to_dict()  # today's names, defaults filled
+        diffs = config_differences(saved, requested, keys)
+        if diffs:
+            raise RunError(
+                f"cannot resume {f}: the requested settings differ from the saved run's:\n  "
+                + "\n  ".join(diffs)
+            )
+
+
 def train_seeds(
     cfg: TrainConfig,
     seeds: Sequence[int],
@@ -704,6 +728,7 @@ def train_seeds(
     *,
     resume: bool = False,
     overwrite: bool = False,
+    compare: list[str] | None = None,
     progress: bool = True,
     max_iterations: int | None = None,
     deadline: float | None = None,
@@ -722,9 +747,11 @@ def train_seeds(
     :func:`~trpl_math.rl.run.train`; as there, every stop (the end, ``max_iterations``,
     ``deadline``, Ctrl-C, SIGTERM) leaves each folder a checkpoint of its last completed
     iteration and that iteration's ``agent.pt``. With ``resume`` every seed continues from its own
-    checkpoint (its saved config wins); seeds whose checkpoints lag behind the others (a run
-    killed between writing two seeds' checkpoints) are first brought level, stacked among
-    themselves, which changes nothing since a seed's run does not depend on its neighbours.
+    checkpoint; the fields of ``compare`` (default: all but ``seed``) must equal every saved
+    run's, else :class:`~trpl_math.rl.run.RunError` lists the differences; seeds whose
+    checkpoints lag behind the others (a run killed between writing two seeds' checkpoints)
+    are first brought level, stacked among themselves, which changes nothing since a seed's
+    run does not depend on its neighbours.
 
     Example:
         >>> train_seeds(cfg, [0, 1, 2, 3], "runs/Hopper-v5/kl")  # doctest: +SKIP
@@ -759,6 +786,7 @@ def train_seeds(
     states: list[dict[str, Any] | None] = [None] * len(seeds)
     if resume:
         states = [read_state(c) if c.exists() else None for c in ckpts]
+        _check_same_settings(cfg, folders, states, compare)
         its = [int(s["iteration"]) if s is not None else 0 for s in states]
         if len(set(its)) > 1:  # bring the lagging seeds level first
             lag = [i for i, it in enumerate(its) if it == min(its)]
@@ -782,6 +810,7 @@ def train_seeds(
                 seeds,
                 out_dir,
                 resume=True,
+                compare=compare,
                 progress=progress,
                 max_iterations=max_iterations,
                 deadline=deadline,
