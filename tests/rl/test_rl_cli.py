@@ -229,3 +229,11 @@ def test_grid_runs_in_rounds_and_resumes(tmp_path):
     runs = load_runs([tmp_path])
     assert sorted(r.method for r in runs) == ["ppo", "w2"]
     assert all(len(r.columns["iteration"]) == 4 for r in runs)
+
+
+def test_table_help_shows_percent_signs_once(capsys):
+    """argparse %-formats help but not descriptions: the shared text must read right in both."""
+    with pytest.raises(SystemExit):
+        main(["table", "--help"])
+    out = capsys.readouterr().out
+    assert "Table 1 format: 20% and final windows" in out and "%%" not in out

@@ -289,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+        p = sub.add_parser(
+            name, help=help, description=help.replace("%%", "%"), formatter_class=_HelpFormatter
+        )
         _debug_arg(p, argparse.SUPPRESS)  # also accepted after the command
         return p
 
