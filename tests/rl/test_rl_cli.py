@@ -237,3 +237,28 @@ def test_table_help_shows_percent_signs_once(capsys):
         main(["table", "--help"])
     out = capsys.readouterr().out
     assert "Table 1 format: 20% and final windows" in out and "%%" not in out
+
+
+def _write_run(folder: Path, seed: int, returns: list[float]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"env_id: Toy-v0\nmethod: kl\nseed: {seed}\n")
+    rows = [f"{i + 1},{100 * (i + 1)},{r}" for i, r in enumerate(returns)]
+    (folder / "progress.csv").write_text("\n".join(["iteration,global_step,eval_return", *rows]))
+
+
+def test_table_by_folder_groups_variants_of_one_method(tmp_path, capsys):
+    """Two ablation variants of kl: pooled by method without --by-folder, one row each with it."""
+    for variant, base in (("lr_decay", 0.0), ("unclipped", 100.0)):
+        for seed in (0, 1):
+            _write_run(tmp_path / variant / f"seed_{seed}", seed, [base + seed] * 10)
+    folders = [str(tmp_path / "lr_decay"), str(tmp_path / "unclipped")]
+    assert main(["table", *folders, "--window", "2", "--format", "csv"]) == 0
+    pooled = capsys.readouterr().out.splitlines()
+    assert len(pooled) == 2 and ",KL,4," in pooled[1]
+    assert main(["table", *folders, "--window", "2", "--format", "csv", "--by-folder"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [r.split(",")[1:3] for r in rows] == [["KL (lr_decay)", "2"], ["KL (unclipped)", "2"]]
+    assert [float(r.split(",")[7]) for r in rows] == [0.5, 100.5]  # final-window means
+    out = tmp_path / "c.png"
+    assert main(["plot", *folders, "--by-folder", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0 and "from 4 runs" in capsys.readouterr().out

@@ -28,15 +28,21 @@ class Run:
     method: str
     seed: int
     columns: dict[str, np.ndarray]
+    group: str | None = None
 
     @property
     def label(self) -> str:
-        """Method name as in Table 1 (``KL``, ``KL-E``, ``PPO-M``, ...)."""
-        return self.method.upper().replace("_", "-")
+        """Method name as in Table 1 (``KL``, ``KL-E``, ``PPO-M``, ...), or the run's group
+        (:func:`load_runs` with ``by_root``)."""
+        return self.group or self.method.upper().replace("_", "-")
 
 
-def load_runs(roots: list[str | Path]) -> list[Run]:
-    """All run folders under ``roots`` (searched recursively), with at least one logged row."""
+def load_runs(roots: list[str | Path], by_root: bool = False) -> list[Run]:
+    """All run folders under ``roots`` (searched recursively), with at least one logged row.
+
+    ``by_root``: the runs under each root form their own group, labelled ``"<METHOD>
+    (<root's name>)"`` (to compare variants of one method, e.g. an ablation), instead of
+    being grouped by method."""
     runs = []
     for root in roots:
         for cfg_path in sorted(Path(root).rglob("config.yaml")):
@@ -50,7 +56,10 @@ def load_runs(roots: list[str | Path]) -> list[Run]:
                 continue
             cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
             method = method_label(cfg["method"], bool(cfg.get("entropy_control")))
-            runs.append(Run(cfg_path.parent, cfg["env_id"], method, int(cfg["seed"]), cols))
+            run = Run(cfg_path.parent, cfg["env_id"], method, int(cfg["seed"]), cols)
+            if by_root:
+                run.group = f"{run.label} ({Path(root).resolve().name})"
+            runs.append(run)
     return runs
 
 
@@ -58,7 +67,7 @@ def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
     """``{(env_id, method): [runs]}``."""
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for r in runs:
-        groups[(r.env_id, r.method)].append(r)
+        groups[(r.env_id, r.group or r.method)].append(r)
     return dict(groups)
 
 

@@ -189,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_runs(paths: list[str]) -> list | None:
+def _load_runs(paths: list[str], by_folder: bool = False) -> list | None:
     """The run folders under ``paths``, or None (said on stderr) when there are none."""
     import errno
 
@@ -198,7 +198,7 @@ def _load_runs(paths: list[str]) -> list | None:
     for p in paths:
         if not Path(p).exists():
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", p)
-    runs = load_runs(paths)
+    runs = load_runs(paths, by_root=by_folder)
     if not runs:
         print("no runs found", file=sys.stderr)
         return None
@@ -207,7 +207,7 @@ def _load_runs(paths: list[str]) -> list | None:
 
 def _report(args: argparse.Namespace, render: Callable[[list], str]) -> int:
     """Print ``render(runs)`` for the runs under ``args.runs``; also write it to ``args.out``."""
-    runs = _load_runs(args.runs)
+    runs = _load_runs(args.runs, args.by_folder)
     if runs is None:
         return 1
     text = render(runs)
@@ -220,7 +220,7 @@ def _report(args: argparse.Namespace, render: Callable[[list], str]) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from trpl_math.rl.analysis import plot_curves
 
-    runs = _load_runs(args.runs)
+    runs = _load_runs(args.runs, args.by_folder)
     if runs is None:
         return 1
     path = plot_curves(runs, args.out, args.column, args.smooth)
@@ -349,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("plot", "mean +- 95%% CI learning curves over seeds")
     p.add_argument("runs", nargs="+", help="folders containing run folders")
+    p.add_argument(
+        "--by-folder",
+        action="store_true",
+        help="one group per folder given, labelled by its name (e.g. variants of one method), "
+        "instead of one group per method",
+    )
     p.add_argument("--out", default="curves.png", help="image file to write")
     p.add_argument("--column", default="eval_return", help="progress.csv column")
     p.add_argument(
@@ -358,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("table", "Table 1 format: 20%% and final windows, mean +- 95%% CI")
     p.add_argument("runs", nargs="+", help="folders containing run folders")
+    p.add_argument(
+        "--by-folder",
+        action="store_true",
+        help="one group per folder given, labelled by its name (e.g. variants of one method), "
+        "instead of one group per method",
+    )
     p.add_argument("--column", default="eval_return", help="progress.csv column")
     p.add_argument("--window", type=_positive_int, default=20, help="epochs per window")
     p.add_argument("--format", choices=["markdown", "csv"], default="markdown", help="output")
@@ -377,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("diagnostics", "trust-region behaviour per method: KL, constraint parts, entropy")
     p.add_argument("runs", nargs="+", help="folders containing run folders")
+    p.add_argument(
+        "--by-folder",
+        action="store_true",
+        help="one group per folder given, labelled by its name (e.g. variants of one method), "
+        "instead of one group per method",
+    )
     p.add_argument("--out", help="also write the table here")
     p.set_defaults(func=cmd_diagnostics)
 
