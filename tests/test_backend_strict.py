@@ -74,6 +74,9 @@ STANDARD: dict[str, Case] = {
     "wasserstein_projection[plain]": lambda xp, a, dt: tm.wasserstein_projection(
         *a, **_bounds(xp, _W2_PLAIN, dt), diag=True, scaled=False
     ),
+    "wasserstein_projection[exact, plain]": lambda xp, a, dt: tm.wasserstein_projection(
+        *a, **_bounds(xp, _W2_PLAIN, dt), diag=True, exact=True, scaled=False
+    ),
     "wasserstein_commuting_cov_part": lambda xp, a, dt: tm.wasserstein_commuting_cov_part(
         a[1], a[3], diag=True
     ),
@@ -222,3 +225,28 @@ def test_cases_cover_every_public_function() -> None:
     assert diag_cases == arrays
     assert full_cases == arrays
     assert not {base(k) for k in STANDARD} & {base(k) for k in NEEDS_BACKEND if "[diag]" in k}
+
+
+def test_docs_table_matches() -> None:
+    """docs/backends.md's table names each function once, on the side these tests put it."""
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).parents[1] / "docs" / "backends.md").read_text()
+    section = doc.split("## Which functions need a back end", 1)[1].split("\n## ", 1)[0]
+    base = lambda k: k.split("[")[0]  # noqa: E731
+    seen: dict[str, str] = {}
+    for row in section.splitlines():
+        if not row.startswith("| `"):
+            continue
+        names_cell, std_cell = row.split("|")[1:3]
+        for name in re.findall(r"`(\w+)`", names_cell):
+            assert name not in seen, name
+            seen[name] = std_cell.strip()
+    assert seen.pop("entropy_schedule").startswith("takes and returns Python floats")
+    std = {base(k) for k in STANDARD}
+    assert {n for n, c in seen.items() if c == "`diag=True`"} == std
+    assert {n for n, c in seen.items() if c == "—"} == {
+        base(k) for k in NEEDS_BACKEND if k.endswith("[diag]")
+    }
+    assert set(seen) == {base(k) for k in NEEDS_BACKEND}  # every function's full form
