@@ -35,7 +35,7 @@ def to_numpy(x: Array) -> np.ndarray:
 
 
 def _dtype_name(x: Array) -> str:
-    return str(x.dtype).replace("torch.", "")
+    return str(x.dtype).rsplit(".", 1)[-1]  # "torch.float64", "array_api_strict.float64"
 
 
 def _check_meta(actual: Array, expected: Array) -> None:

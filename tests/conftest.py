@@ -1,4 +1,6 @@
-"""Shared fixtures: the ``xp`` back-end fixture (NumPy, torch, JAX) for the core's unit tests."""
+"""Shared fixtures: the ``xp`` back-end fixture (NumPy, torch, JAX) for the core's unit tests, and
+``xp_std`` (the same plus ``array_api_strict``) for the functions that use standard operations
+only (docs/backends.md, "Which functions need a back end")."""
 
 from __future__ import annotations
 
@@ -34,6 +36,24 @@ def xp(request: pytest.FixtureRequest) -> ModuleType:
     Build inputs with ``xp.asarray(values, dtype=xp.float64)``; compare results with
     :func:`_helpers.assert_close`, which also checks that the namespace is ``xp``.
     """
+    if request.param == "jax":
+        return _jax_xp()
+    return {"numpy": np_xp, "torch": torch_xp}[request.param]
+
+
+#: ``xp_std``: the back ends plus ``array_api_strict``, a namespace with nothing beyond the array
+#: API standard (and no back end in ``trpl_math._backends``).
+STD_NAMESPACES = [*BACKENDS, "array_api_strict"]
+
+
+@pytest.fixture(params=STD_NAMESPACES)
+def xp_std(request: pytest.FixtureRequest) -> ModuleType:
+    """The ``xp`` namespaces plus ``array_api_strict``: for the tests of the functions documented
+    to run on any array-API-standard namespace (``tests/test_backend_strict.py``)."""
+    if request.param == "array_api_strict":
+        import array_api_strict
+
+        return array_api_strict
     if request.param == "jax":
         return _jax_xp()
     return {"numpy": np_xp, "torch": torch_xp}[request.param]
