@@ -9,12 +9,9 @@ standard and has no back end in ``trpl_math._backends``.
   ``NotImplementedError`` naming the namespace, never a silent NumPy result nor an
   ``AttributeError`` from a missing non-standard method.
 
-The input checks are not standard-only yet: they read values through ``_backend.stop_gradient``
-(a back-end call) and limits through ``_checks.finfo`` (``np.finfo``, which rejects a non-NumPy
-dtype). With the checks on, every function therefore raises ``NotImplementedError`` on
-``array_api_strict`` at its first check; the ``STANDARD`` functions run inside
-``trpl_math.no_validation()``. ``test_standard_with_checks_on_strict`` (a strict xfail) records
-the gap: it passes, and so fails as XPASS, the day both are standard.
+The input checks run on ``array_api_strict`` too: they read values through
+``_backend.stop_gradient`` (the identity for a namespace without a back end: the standard has no
+autograd) and limits through ``_checks.finfo`` (NumPy's, by the dtype's name).
 """
 
 from __future__ import annotations
@@ -129,9 +126,8 @@ def _arrays(out: Any) -> tuple[Array, ...]:
 
 
 def _checked(xp: ModuleType) -> contextlib.AbstractContextManager[None]:
-    """The input checks run on every back end; on ``array_api_strict`` they cannot run yet (see
-    the module docstring and ``test_standard_with_checks_on_strict``)."""
-    return tm.no_validation() if xp is array_api_strict else contextlib.nullcontext()
+    """The input checks run on every back end, ``array_api_strict`` included."""
+    return contextlib.nullcontext()
 
 
 def _strict_inputs(diag: bool) -> tuple[Array, ...]:
@@ -189,16 +185,9 @@ def test_needs_backend_raises_on_strict(case: str, checks: bool) -> None:
         NEEDS_BACKEND[case](args)
 
 
-@pytest.mark.xfail(
-    raises=NotImplementedError,
-    strict=True,
-    reason="the input checks call _backend.stop_gradient (no back end for array_api_strict; the "
-    "identity would do, the standard has no autograd) and then _checks.finfo (np.finfo rejects "
-    "an array_api_strict dtype; xp.finfo, smallest_normal for tiny, would do)",
-)
 @pytest.mark.parametrize("case", sorted(STANDARD))
 def test_standard_with_checks_on_strict(case: str) -> None:
-    """With the checks on, the standard functions run on ``array_api_strict`` too (xfail)."""
+    """With the checks on (the default), the standard functions run on ``array_api_strict``."""
     args = tuple(asarray(array_api_strict, a) for a in RAW_DIAG)
     want = _arrays(STANDARD[case](np, RAW_DIAG, "float64"))
     got = _arrays(STANDARD[case](array_api_strict, args, "float64"))

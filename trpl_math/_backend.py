@@ -186,8 +186,17 @@ def sym(x: Array) -> Array:
 
 
 def stop_gradient(x: Array, xp: ModuleType) -> Array:
-    """``x`` as a constant: detached from the autograd graph (a no-op for NumPy)."""
-    return backend(xp).stop_gradient(x)
+    """``x`` as a constant: detached from the autograd graph (a no-op for NumPy).
+
+    For a namespace without a back end (e.g. ``array_api_strict``) ``x`` itself: the array API
+    standard has no autograd, so its arrays are constants already (the input checks read their
+    values through this helper; docs/backends.md, "Standard-only functions").
+    """
+    try:
+        be = backend(xp)
+    except NotImplementedError:
+        return x
+    return be.stop_gradient(x)
 
 
 def cholesky(x: Array, xp: ModuleType, *, name: str, check: bool) -> Array:

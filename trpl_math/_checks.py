@@ -67,12 +67,15 @@ def _check_symmetric(x: Array, name: str, xp: ModuleType) -> None:
 
 
 def finfo(dtype: Any) -> Any:
-    """``finfo`` of a NumPy or torch floating dtype."""
+    """``finfo`` of a floating dtype: torch's for torch, else NumPy's, by name for a dtype of
+    another array-API namespace (``array_api_strict.float64`` -> ``numpy.float64``)."""
     if "torch" in str(dtype):
         import torch
 
         return torch.finfo(dtype)
-    return np.finfo(dtype)
+    if isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+        return np.finfo(dtype)
+    return np.finfo(str(dtype).rsplit(".", 1)[-1])
 
 
 def magnitude_limits(dtype: Any) -> tuple[float, float]:
