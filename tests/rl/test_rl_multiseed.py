@@ -452,3 +452,31 @@ class TestResumeSettings:
         assert main(args) == 0
         assert main([*args, "--resume", "--set", "lr=0.5"]) == 2
         assert "lr: saved" in capsys.readouterr().err
+
+
+def test_tensorboard_holds_every_iteration_once_across_resumes(tmp_path):
+    """A crash after iteration 3 was logged but before its checkpoint: the resume from iteration
+    2 keeps iteration 2's events (the checkpointed one) and logs 3 and after anew, per seed."""
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def steps(folder: Path) -> list[int]:
+        found: list[int] = []
+        for f in sorted((folder / "tb").iterdir()):
+            acc = EventAccumulator(str(f))
+            acc.Reload()
+            found += [e.step for e in acc.Scalars("kl_mean")]
+        return sorted(found)
+
+    cfg = toy_config("kl", checkpoint_every=100)
+    train_seeds(cfg, [0, 1], tmp_path, progress=False, max_iterations=2)
+    for s in (0, 1):
+        shutil.copy(tmp_path / f"seed_{s}/checkpoints/latest.pt", tmp_path / f"iter2_{s}.pt")
+    train_seeds(cfg, [0, 1], tmp_path, resume=True, progress=False, max_iterations=3)
+    assert steps(tmp_path / "seed_1") == [400, 800, 1200]
+    for s in (0, 1):  # iteration 3's checkpoint was lost
+        shutil.copy(tmp_path / f"iter2_{s}.pt", tmp_path / f"seed_{s}/checkpoints/latest.pt")
+    train_seeds(cfg, [0, 1], tmp_path, resume=True, progress=False)
+    for s in (0, 1):
+        assert steps(tmp_path / f"seed_{s}") == [400, 800, 1200, 1600, 2000]

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -764,6 +764,7 @@ def train_seeds(
         _clear_run,
         _existing_run_files,
         _sigterm_as_exit,
+        _tb_scalars,
         read_state,
     )
 
@@ -834,12 +835,18 @@ def train_seeds(
     for c, f in zip(cfgs, folders, strict=True):
         (f / "checkpoints").mkdir(parents=True, exist_ok=True)
         save_config(c, f / "config.yaml")
-        loggers.append(CsvLogger(f / "progress.csv", keep_until=start if resume else None))
+        logger = CsvLogger(f / "progress.csv", keep_until=start if resume else None)
+        loggers.append(logger)
+        # Rewrite the events from the kept CSV rows, as a single run does: every iteration up
+        # to and including the checkpointed one exactly once.
+        shutil.rmtree(f / "tb", ignore_errors=True)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            gs = trainer.trainers[len(writers)].global_step
-            writers.append(SummaryWriter(str(f / "tb"), purge_step=gs or None))
+            writer = SummaryWriter(str(f / "tb"))
+            for row in logger.kept:
+                _tb_scalars(writer, row, int(float(row["global_step"])))
+            writers.append(writer)
     total_iters = cfg.num_iterations
     stop = total_iters if max_iterations is None else min(total_iters, max_iterations)
     bar = None
@@ -878,10 +885,7 @@ def train_seeds(
                     row["steps_per_s"] = cfg.rollout_steps / elapsed
                     loggers[k].write(row)
                     if writers:
-                        gs = trainer.trainers[k].global_step
-                        for key, v in row.items():
-                            if key not in ("iteration", "global_step") and not math.isnan(v):
-                                writers[k].add_scalar(key, v, gs)
+                        _tb_scalars(writers[k], row, trainer.trainers[k].global_step)
                 if bar is not None:
                     bar.update(cfg.rollout_steps * len(seeds))
                     bar.set_postfix(
