@@ -262,3 +262,21 @@ def test_table_by_folder_groups_variants_of_one_method(tmp_path, capsys):
     out = tmp_path / "c.png"
     assert main(["plot", *folders, "--by-folder", "--out", str(out)]) == 0
     assert out.stat().st_size > 0 and "from 4 runs" in capsys.readouterr().out
+
+
+def test_runs_with_a_row_being_written(tmp_path, capsys):
+    """A live run's last row cut short is left out with a warning; a broken row before the
+    last is a named error (a raw float('') ValueError before)."""
+    _write_run(tmp_path / "live" / "seed_0", 0, [1.0, 2.0, 3.0])
+    path = tmp_path / "live" / "seed_0" / "progress.csv"
+    path.write_text(path.read_text() + "\n4,400,")
+    (run,) = load_runs([tmp_path / "live"])
+    assert list(run.columns["eval_return"]) == [1.0, 2.0, 3.0]
+    assert "last row is incomplete" in capsys.readouterr().err
+    lines = path.read_text().splitlines()
+    lines[2] = "2,200,oops"
+    path.write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=r"progress.csv, line 3: not a complete row"):
+        load_runs([tmp_path / "live"])
+    assert main(["table", str(tmp_path / "live")]) == 2
+    assert "line 3" in capsys.readouterr().err

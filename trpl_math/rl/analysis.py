@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,38 @@ class Run:
         return self.group or self.method.upper().replace("_", "-")
 
 
+def read_progress(path: Path) -> dict[str, np.ndarray] | None:
+    """The columns of a ``progress.csv`` as float arrays (None: no rows yet).
+
+    A last row cut short (the run is writing it, or was killed while it did) is left out with a
+    warning on stderr.
+
+    Raises:
+        ValueError: a row before the last that is incomplete or not numbers (file and line named).
+    """
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+
+    def parse(row: dict) -> list[float] | None:
+        try:
+            return [float(row[k]) for k in rows[0]]
+        except (TypeError, ValueError):  # a missing field is None, an empty one ''
+            return None
+
+    values = [parse(r) for r in rows]
+    if values and values[-1] is None:
+        print(f"warning: {path}: the last row is incomplete (a run still writing it?); "
+              "left out", file=sys.stderr)  # fmt: skip
+        values.pop()
+    for i, v in enumerate(values):
+        if v is None:
+            raise ValueError(f"{path}, line {i + 2}: not a complete row of numbers")
+    if not values:
+        return None
+    table = np.array(values, dtype=np.float64).reshape(len(values), len(rows[0]))
+    return {k: table[:, j].copy() for j, k in enumerate(rows[0])}
+
+
 def load_runs(roots: list[str | Path], by_root: bool = False) -> list[Run]:
     """All run folders under ``roots`` (searched recursively), with at least one logged row.
 
@@ -50,11 +83,9 @@ def load_runs(roots: list[str | Path], by_root: bool = False) -> list[Run]:
             if not csv_path.exists():
                 continue
             cfg = yaml.safe_load(cfg_path.read_text())
-            with csv_path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
-            if not rows:
+            cols = read_progress(csv_path)
+            if cols is None:
                 continue
-            cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
             method = method_label(cfg["method"], bool(cfg.get("entropy_control")))
             run = Run(cfg_path.parent, cfg["env_id"], method, int(cfg["seed"]), cols)
             if by_root:
