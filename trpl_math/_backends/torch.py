@@ -34,7 +34,13 @@ import numpy as np
 import torch
 
 from trpl_math import _backend as B
-from trpl_math.projections.kl import kl_cov_diag_grads
+from trpl_math.projections.kl import (
+    diag_cov_host,
+    diag_mean_grads,
+    diag_mean_host,
+    kl_cov_diag_grads,
+)
+from trpl_math.types import Gaussian
 
 Array = Any
 
@@ -101,6 +107,157 @@ def x_minus_log1p(x: Array, xp: ModuleType) -> Array:
 
 def kl_cov_projection(cov: Array, old_cov: Array, eps: Array, diag: bool, xp: ModuleType) -> Array:
     return KLCovProjection.apply(cov, old_cov, eps, diag)
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+def fits_kl_diag(mean: Any, var: Any, old_mean: Any, old_var: Any, eps_m: Any, eps_c: Any) -> bool:
+    """Whether :func:`kl_diag_projection` takes these arguments: four CPU tensors of one
+    floating dtype (float32 or float64), each at least 1-D with one last dimension, batch
+    shapes that broadcast, bounds Python numbers or real CPU tensors that broadcast too."""
+    arrays = (mean, var, old_mean, old_var)
+    if not all(isinstance(x, torch.Tensor) for x in arrays):
+        return False
+    dtype, d = mean.dtype, mean.shape[-1:]
+    if dtype not in _FUSED_DTYPES:
+        return False
+    for x in arrays:
+        if x.dtype != dtype or x.device.type != "cpu" or x.layout != torch.strided:
+            return False
+        if x.ndim < 1 or x.shape[-1:] != d:
+            return False
+    shapes = [tuple(x.shape[:-1]) for x in arrays]
+    for e in (eps_m, eps_c):
+        if isinstance(e, torch.Tensor):
+            if e.device.type != "cpu" or e.is_complex() or e.dtype == torch.bool:
+                return False
+            shapes.append(tuple(e.shape))
+        elif isinstance(e, bool) or not isinstance(e, int | float):
+            return False
+    try:
+        batch = np.broadcast_shapes(*shapes[:4])
+        return np.broadcast_shapes(batch, *shapes[4:]) == batch
+    except ValueError:
+        return False
+
+
+def kl_diag_projection(
+    mean: Any, var: Any, old_mean: Any, old_var: Any, eps_m: Any, eps_c: Any
+) -> Gaussian:
+    """The diagonal KL projection (Eq. 6, 10-11) as one autograd node (:class:`KLDiagProjection`),
+    for arguments that :func:`fits_kl_diag`; results as ``kl_projection(..., diag=True)``."""
+    proj_mean, proj_var = KLDiagProjection.apply(mean, var, old_mean, old_var, eps_m, eps_c)
+    return Gaussian(proj_mean, proj_var)
+
+
+def _sum_to(g: Any, shape: tuple[int, ...], hx: Any) -> Any:
+    """``g`` summed over the axes that broadcasting added to an array of ``shape``."""
+    if tuple(g.shape) == shape:
+        return g
+    lead = g.ndim - len(shape)
+    if lead:
+        g = hx.sum(g, axis=tuple(range(lead)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return hx.sum(g, axis=axes, keepdims=True) if axes else g
+
+
+def _to_tensor(x: Any, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """A new CPU tensor of ``dtype`` and ``shape`` (broadcast) holding the host array ``x``."""
+    host = np.array(np.broadcast_to(x, shape), dtype=_NP_DTYPE[dtype])
+    return torch.from_numpy(host)
+
+
+_NP_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+class KLDiagProjection(torch.autograd.Function):
+    """``(μ, σ², μ_o, σ_o², ε_μ, ε_Σ) -> (μ̃, σ̃²)`` of the diagonal KL projection in one node.
+
+    Forward: one host transfer, then :func:`~trpl_math.projections.kl.diag_mean_host` (Eq. 6)
+    and :func:`~trpl_math.projections.kl.diag_cov_host` (Eq. 11, the Newton root in ``t``) in
+    float64 NumPy, each at the broadcast batch shape of its own inputs (a covariance shared by
+    the batch is solved once). Backward: the closed forms
+    :func:`~trpl_math.projections.kl.diag_mean_grads` and the implicit gradient
+    :func:`~trpl_math.projections.kl.kl_cov_diag_grads` (docs/math.md §4.2), summed back to each
+    input's shape. A small batch so pays one node instead of ~45 torch operations forward and
+    ~28 backward (docs/performance.md).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        old_mean: torch.Tensor,
+        old_var: torch.Tensor,
+        eps_m: Any,
+        eps_c: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        hx, host = B.to_host(_namespace(), mean, var, old_mean, old_var)
+        m, v, om, ov = (hx.asarray(x, dtype=hx.float64) for x in host)
+        e_m, e_c = (_host64_in(e, hx) for e in (eps_m, eps_c))
+        d = int(mean.shape[-1])
+        batch = tuple(np.broadcast_shapes(*(tuple(x.shape[:-1]) for x in (m, v, om, ov))))
+        msol = diag_mean_host(m, om, ov, e_m, hx)
+        csol = diag_cov_host(v, ov, e_c, hx)
+        ctx.hx, ctx.msol, ctx.csol, ctx.ov, ctx.e_m = hx, msol, csol, ov, e_m
+        ctx.shapes = [tuple(x.shape) for x in (mean, var, old_mean, old_var)]
+        ctx.eps_shapes = [
+            tuple(e.shape) if isinstance(e, torch.Tensor) else None for e in (eps_m, eps_c)
+        ]
+        ctx.eps_dtypes = [e.dtype if isinstance(e, torch.Tensor) else None for e in (eps_m, eps_c)]
+        ctx.dtype = mean.dtype
+        full = (*batch, d)
+        return _to_tensor(msol.mean, mean.dtype, full), _to_tensor(csol.cov, mean.dtype, full)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g_mean: torch.Tensor, g_var: torch.Tensor) -> tuple[Any, ...]:
+        hx, msol, csol, ov = ctx.hx, ctx.msol, ctx.csol, ctx.ov
+        _, (gm, gv) = B.to_host(_namespace(), g_mean, g_var)
+        gm, gv = (hx.asarray(g, dtype=hx.float64) for g in (gm, gv))
+        gm = _sum_to(gm, tuple(msol.mean.shape), hx)  # linear in the upstream gradient
+        g_m, g_om, g_ov_m, g_em = diag_mean_grads(gm, msol, ov, ctx.e_m, hx)
+        cshape = tuple(csol.cov.shape)
+        gv = _sum_to(gv, cshape, hx)  # linear: sum the copies of a shared covariance first
+        g_v, g_ov_c, g_ec = kl_cov_diag_grads(gv, csol.std, csol.lam, csol.nu, csol.t, hx)
+        s_mean, s_var, s_old_mean, s_old_var = ctx.shapes
+        g_ov = _sum_to(g_ov_m, s_old_var, hx) + _sum_to(g_ov_c, s_old_var, hx)
+        grads = [
+            (g_m, s_mean),
+            (_sum_to(g_v, s_var, hx), s_var),
+            (g_om, s_old_mean),
+            (g_ov, s_old_var),
+        ]
+        out: list[Any] = [_grad_tensor(_sum_to(g, s, hx), ctx.dtype) for g, s in grads]
+        for g, shape, dtype in zip((g_em, g_ec), ctx.eps_shapes, ctx.eps_dtypes, strict=True):
+            out.append(None if shape is None else _grad_tensor(_sum_to(g, shape, hx), dtype))
+        return tuple(out)
+
+
+def _host64_in(e: Any, hx: Any) -> Any:
+    """A bound as float64 on the host: a NumPy array for a tensor, else a Python float."""
+    if isinstance(e, torch.Tensor):
+        return hx.asarray(B.to_host(_namespace(), e)[1][0], dtype=hx.float64)
+    return float(e)
+
+
+_XP: list[ModuleType] = []
+
+
+def _namespace() -> ModuleType:
+    """The array namespace of torch tensors (looked up once: it costs microseconds a call)."""
+    if not _XP:
+        _XP.append(B.namespace(torch.zeros(())))
+    return _XP[0]
+
+
+def _grad_tensor(g: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A host gradient as a CPU tensor of ``dtype`` (a fresh copy)."""
+    if not dtype.is_floating_point:
+        return None  # type: ignore[return-value]
+    return torch.from_numpy(np.array(g, dtype=_NP_DTYPE.get(dtype, np.float64))).to(dtype)
 
 
 class SqrtmPSD(torch.autograd.Function):
