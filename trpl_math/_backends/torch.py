@@ -163,9 +163,11 @@ def _sum_to(g: Any, shape: tuple[int, ...], hx: Any) -> Any:
 
 
 def _to_tensor(x: Any, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
-    """A new CPU tensor of ``dtype`` and ``shape`` (broadcast) holding the host array ``x``."""
-    host = np.array(np.broadcast_to(x, shape), dtype=_NP_DTYPE[dtype])
-    return torch.from_numpy(host)
+    """A CPU tensor of ``dtype`` and ``shape`` (broadcast, materialised) holding the host array
+    ``x`` (which it may share: ``x`` must be a fresh array that nothing else writes)."""
+    if tuple(x.shape) != shape:
+        x = np.broadcast_to(x, shape)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=_NP_DTYPE[dtype]))
 
 
 _NP_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
@@ -215,25 +217,47 @@ class KLDiagProjection(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g_mean: torch.Tensor, g_var: torch.Tensor) -> tuple[Any, ...]:
         hx, msol, csol, ov = ctx.hx, ctx.msol, ctx.csol, ctx.ov
-        _, (gm, gv) = B.to_host(_namespace(), g_mean, g_var)
-        gm, gv = (hx.asarray(g, dtype=hx.float64) for g in (gm, gv))
-        gm = _sum_to(gm, tuple(msol.mean.shape), hx)  # linear in the upstream gradient
-        g_m, g_om, g_ov_m, g_em = diag_mean_grads(gm, msol, ov, ctx.e_m, hx)
-        cshape = tuple(csol.cov.shape)
-        gv = _sum_to(gv, cshape, hx)  # linear: sum the copies of a shared covariance first
-        g_v, g_ov_c, g_ec = kl_cov_diag_grads(gv, csol.std, csol.lam, csol.nu, csol.t, hx)
+        n_mean, n_var, n_old_mean, n_old_var, n_em, n_ec = ctx.needs_input_grad
         s_mean, s_var, s_old_mean, s_old_var = ctx.shapes
-        g_ov = _sum_to(g_ov_m, s_old_var, hx) + _sum_to(g_ov_c, s_old_var, hx)
-        grads = [
-            (g_m, s_mean),
-            (_sum_to(g_v, s_var, hx), s_var),
-            (g_om, s_old_mean),
-            (g_ov, s_old_var),
-        ]
-        out: list[Any] = [_grad_tensor(_sum_to(g, s, hx), ctx.dtype) for g, s in grads]
-        for g, shape, dtype in zip((g_em, g_ec), ctx.eps_shapes, ctx.eps_dtypes, strict=True):
-            out.append(None if shape is None else _grad_tensor(_sum_to(g, shape, hx), dtype))
+        _, (gm, gv) = B.to_host(_namespace(), g_mean, g_var)
+        out: list[Any] = [None] * 6
+        g_ov = None
+        if n_mean or n_old_mean or n_old_var or n_em:
+            gm = _sum_to(hx.asarray(gm, dtype=hx.float64), tuple(msol.mean.shape), hx)  # linear
+            need = (n_old_mean, n_old_var, n_em)
+            g_m, g_om, g_ov, g_em = diag_mean_grads(gm, msol, ov, ctx.e_m, hx, need)
+            out[0], out[2] = (
+                _grad_out(g_m, s_mean, ctx.dtype, hx),
+                _grad_out(g_om, s_old_mean, ctx.dtype, hx),
+            )
+            out[4] = _grad_out(g_em, ctx.eps_shapes[0], ctx.eps_dtypes[0], hx)
+        if n_var or n_old_var or n_ec:
+            # linear in the upstream gradient: sum the copies of a shared covariance first
+            gv = _sum_to(hx.asarray(gv, dtype=hx.float64), tuple(csol.cov.shape), hx)
+            g_v, g_ov_c, g_ec = kl_cov_diag_grads(
+                gv, csol.std, csol.lam, csol.nu, csol.t, hx, need_old=n_old_var, need_eps=n_ec
+            )
+            out[1] = _grad_out(g_v, s_var, ctx.dtype, hx) if n_var else None
+            out[5] = _grad_out(g_ec, ctx.eps_shapes[1], ctx.eps_dtypes[1], hx)
+            if g_ov_c is not None:
+                g_ov = (
+                    g_ov_c
+                    if g_ov is None
+                    else _sum_to(g_ov, s_old_var, hx) + _sum_to(g_ov_c, s_old_var, hx)
+                )
+        out[3] = _grad_out(g_ov, s_old_var, ctx.dtype, hx)
         return tuple(out)
+
+
+def _grad_out(g: Any, shape: tuple[int, ...] | None, dtype: Any, hx: Any) -> torch.Tensor | None:
+    """A host gradient summed to ``shape`` as a CPU tensor of ``dtype`` (``None`` for ``None``,
+    a bound given as a number or a non-floating tensor)."""
+    if g is None or shape is None or not dtype.is_floating_point:
+        return None
+    g = _sum_to(g, shape, hx)
+    return torch.from_numpy(np.ascontiguousarray(g, dtype=_NP_DTYPE.get(dtype, np.float64))).to(
+        dtype
+    )
 
 
 def _host64_in(e: Any, hx: Any) -> Any:
@@ -251,13 +275,6 @@ def _namespace() -> ModuleType:
     if not _XP:
         _XP.append(B.namespace(torch.zeros(())))
     return _XP[0]
-
-
-def _grad_tensor(g: Any, dtype: torch.dtype) -> torch.Tensor:
-    """A host gradient as a CPU tensor of ``dtype`` (a fresh copy)."""
-    if not dtype.is_floating_point:
-        return None  # type: ignore[return-value]
-    return torch.from_numpy(np.array(g, dtype=_NP_DTYPE.get(dtype, np.float64))).to(dtype)
 
 
 class SqrtmPSD(torch.autograd.Function):

@@ -11,7 +11,7 @@ from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_pair
 from trpl_math.divergences import kl_cov_chol, kl_cov_diag, kl_cov_whitened, maha_chol
-from trpl_math.projections._kl_solver import kl_cov_curve, solve_in_t
+from trpl_math.projections._kl_solver import kl_cov_root
 from trpl_math.projections.mean import project_mean
 from trpl_math.types import Gaussian
 
@@ -229,7 +229,7 @@ def kl_cov_eigen_projection(
     eps_a, kl_a = _f64(take(eps), xp), _f64(take(kl_now), xp)
     hx, (lam_h, eps_h, kl_h) = B.to_host(xp, lam, eps_a, kl_a)
     ones = hx.full(eps_h.shape, True)
-    t = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, ones, hx, kl_h)
+    t = kl_cov_root(lam_h, eps_h, ones, hx, kl_h)
     t = B.from_host(t, xp, lam)
     nu = 1.0 + t[..., None] * (lam - 1.0)
     inv_nu = xp.astype(1.0 / nu, cov.dtype)
@@ -286,7 +286,7 @@ def diag_cov_host(var: Array, old_var: Array, eps: Array, hx: ModuleType) -> Dia
     kl = kl_cov_diag(var, old_var, hx)
     active = kl > eps
     lam = old_var / var
-    t = solve_in_t(lambda t: kl_cov_curve(lam, t, hx), eps, active, hx, kl)
+    t = kl_cov_root(lam, eps, active, hx, kl)
     nu = 1.0 + t[..., None] * (lam - 1.0)
     out = hx.where(active[..., None], old_var / nu, var)
     return DiagCovSolution(out, hx.sqrt(old_var), lam, nu, t)
@@ -328,8 +328,13 @@ def diag_mean_host(
 
 
 def diag_mean_grads(
-    grad: Array, sol: DiagMeanSolution, old_var: Array, eps: Array, hx: ModuleType
-) -> tuple[Array, Array, Array, Array]:
+    grad: Array,
+    sol: DiagMeanSolution,
+    old_var: Array,
+    eps: Array,
+    hx: ModuleType,
+    need: tuple[bool, bool, bool] = (True, True, True),
+) -> tuple[Array, Array | None, Array | None, Array | None]:
     """Backward of :func:`diag_mean_host`: with ``G = ∂L/∂μ̃``, ``s = Σ_i G_i (μ_i - μ_o,i)`` and
     ``c = -s t / (2m)`` (``∂L/∂m``, through ``t = sqrt(ε/m)``), for active states
 
@@ -341,6 +346,7 @@ def diag_mean_grads(
     Args:
         grad: ``(..., d)`` float64 of the batch shape of ``sol.mean``; old_var: ``(..., d)``;
             eps: ``(...)`` (broadcasting).
+        need: whether ``∂L/∂μ_o``, ``∂L/∂σ_o²``, ``∂L/∂ε_μ`` are wanted (else ``None``).
 
     Returns:
         ``(∂L/∂μ, ∂L/∂μ_o, ∂L/∂σ_o²)`` ``(..., d)`` and ``∂L/∂ε_μ`` ``(...)``, float64, of the
@@ -351,14 +357,22 @@ def diag_mean_grads(
     c = hx.where(sol.active, -s * sol.t / (2.0 * hx.where(sol.active, sol.dist, 1.0)), 0.0)
     c_ = c[..., None]
     g_mean = hx.where(act, sol.t[..., None] * grad + c_ * sol.diff / old_var, grad)
-    g_old_mean = hx.where(act, grad - g_mean, 0.0)
-    g_old_var = -0.5 * c_ * sol.diff * sol.diff / (old_var * old_var)
-    g_eps = hx.where(sol.active, s * sol.t / (2.0 * eps), 0.0)
+    g_old_mean = hx.where(act, grad - g_mean, 0.0) if need[0] else None
+    g_old_var = -0.5 * c_ * sol.diff * sol.diff / (old_var * old_var) if need[1] else None
+    g_eps = hx.where(sol.active, s * sol.t / (2.0 * eps), 0.0) if need[2] else None
     return g_mean, g_old_mean, g_old_var, g_eps
 
 
 def kl_cov_diag_grads(
-    grad: Any, std: Any, lam: Any, nu: Any, t: Any, xp: Any
+    grad: Any,
+    std: Any,
+    lam: Any,
+    nu: Any,
+    t: Any,
+    xp: Any,
+    *,
+    need_old: bool = True,
+    need_eps: bool = True,
 ) -> tuple[Any, Any, Any]:
     """Backward of the diagonal KL covariance projection for every state, in namespace ``xp``.
 
@@ -369,6 +383,7 @@ def kl_cov_diag_grads(
     Args:
         grad: ``(n, d)`` upstream gradient; std: ``(n, d)`` old standard deviations;
         lam, nu: ``(n, d)``; t: ``(n,)``.
+        need_old, need_eps: compute ``∂L/∂Σ_o``, ``∂L/∂ε`` (else ``None`` in their place).
 
     Returns:
         ``(∂L/∂Σ (n, d), ∂L/∂Σ_o (n, d), ∂L/∂ε (n,))``, float64.
@@ -377,18 +392,20 @@ def kl_cov_diag_grads(
     grad, var_o = xp.asarray(grad, dtype=f64), xp.asarray(std, dtype=f64) ** 2
     eta1 = 1.0 / t[..., None]  # η + 1
     active = t < 1.0
-    r = 0.5 * (1.0 / nu**2 - 1.0 / nu)
-    f_eta = -xp.sum(r * (1.0 - nu), axis=-1, keepdims=True) / eta1
-    f_eta = xp.where(active[..., None], f_eta, -1.0)  # 0 where inactive: keep the division finite
+    act = active[..., None]
+    nu2, one_nu = nu**2, 1.0 - nu
+    r = 0.5 * (1.0 / nu2 - 1.0 / nu)
+    f_eta = -xp.sum(r * one_nu, axis=-1, keepdims=True) / eta1
+    f_eta = xp.where(act, f_eta, -1.0)  # 0 where inactive: keep the division finite
     g_hat = grad * var_o
-    c = -xp.sum(g_hat * (1.0 - nu) / nu**2, axis=-1, keepdims=True) / eta1
+    c = -xp.sum(g_hat * one_nu / nu2, axis=-1, keepdims=True) / eta1
     k = c / f_eta
-    m_hat = (g_hat / nu**2 - k * r) / eta1
-    g_cov = xp.where(active[..., None], lam * lam * m_hat / var_o, grad)
-    g_old = xp.where(
-        active[..., None], ((eta1 - 1.0) * m_hat - k * 0.5 * (1.0 - 1.0 / nu)) / var_o, 0.0
-    )
-    return g_cov, g_old, xp.where(active, k[..., 0], 0.0)
+    m_hat = (g_hat / nu2 - k * r) / eta1
+    g_cov = xp.where(act, lam * lam * m_hat / var_o, grad)
+    g_old = None
+    if need_old:
+        g_old = xp.where(act, ((eta1 - 1.0) * m_hat - k * 0.5 * (1.0 - 1.0 / nu)) / var_o, 0.0)
+    return g_cov, g_old, xp.where(active, k[..., 0], 0.0) if need_eps else None
 
 
 class Interpolated(NamedTuple):
