@@ -312,3 +312,49 @@ class TestFusedDiagonalNode:
             tm.kl_projection(
                 mean, var, old_mean, old_var, eps_mean=np.float32(0.1), eps_cov=0.1, diag=True
             )
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    def test_training_grads_only(self, dtype: torch.dtype) -> None:
+        """As in a training step: gradients for the mean and the variance alone (the old policy
+        and the bounds constant, the covariance shared by the batch)."""
+        mean, var, old_mean, old_var = _mixed_diag_problem(12, 3, dtype, seed=2)
+        var, old_var = var[5:6], old_var[5:6]
+
+        def run(fn) -> list[torch.Tensor]:
+            m, v = mean.clone().requires_grad_(), var.clone().requires_grad_()
+            with tm.no_validation():
+                out = fn(m, v, old_mean, old_var, eps_mean=0.03, eps_cov=1e-3, diag=True)
+            (out.mean.square().sum() + 3.0 * out.cov.sum()).backward()
+            return [out.mean.detach(), out.cov.detach(), m.grad, v.grad]
+
+        rtol = 1e-13 if dtype == torch.float64 else 1e-6
+        for a, b in zip(run(tm.kl_projection), run(_array_path), strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            assert float((a - b).abs().max()) <= rtol * float(b.abs().max())
+
+
+class TestNewtonStart:
+    """The first guess of the covariance root (``kl_cov_start``) changes the cost of Newton's
+    method, not its result."""
+
+    def test_root_independent_of_the_guess(self) -> None:
+        from trpl_math.projections._kl_solver import kl_cov_curve, kl_cov_root, solve_in_t
+
+        rng = np.random.default_rng(4)
+        for sigma in (0.01, 0.3, 1.0, 3.0):
+            lam = np.exp(sigma * rng.normal(size=(200, 5)))
+            kl = 0.5 * np.sum(1.0 / lam - 1.0 + np.log(lam), axis=-1)
+            for eps in (1e-8, 1e-3, 0.1):
+                active = kl > eps
+                got = kl_cov_root(lam, eps, active, np)
+                want = solve_in_t(lambda t, lam=lam: kl_cov_curve(lam, t, np), eps, active, np, kl)
+                # at ε = 1e-8 the direct φ(x) of the curve is itself only good to ~1e-11
+                np.testing.assert_allclose(got, want, rtol=1e-12 if eps >= 1e-3 else 1e-10)
+                assert np.all(got[~active] == 1.0)
+
+    def test_guess_finite_for_extreme_ratios(self) -> None:
+        from trpl_math.projections._kl_solver import kl_cov_start
+
+        lam = np.array([[1e-150, 1.0], [1e150, 1.0], [1e300, 1e-300], [1.0 + 1e-12, 1.0]])
+        s = kl_cov_start(lam, 1e-3, np.ones(4, dtype=bool), np)
+        assert np.all(np.isfinite(s)) and np.all(s <= 0.0)

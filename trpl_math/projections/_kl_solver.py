@@ -135,12 +135,38 @@ def kl_cov_curve_numpy(lam: Array) -> Callable[[Array], tuple[Array, Array]]:
     return curve
 
 
-def kl_cov_root(lam: Array, eps: Array, active: Array, xp: ModuleType, kl_at_one: Array) -> Array:
-    """``t`` of ``KLcov(t) = ε`` (:func:`solve_in_t` of :func:`kl_cov_curve`), through
-    :func:`kl_cov_curve_numpy` when ``xp`` is NumPy. Shapes: ``lam (..., d)``, others ``(...)``."""
-    if xp is np:
-        return solve_in_t(kl_cov_curve_numpy(lam), eps, active, xp, kl_at_one)
-    return solve_in_t(lambda t: kl_cov_curve(lam, t, xp), eps, active, xp, kl_at_one)
+def kl_cov_start(lam: Array, eps: Array, active: Array, xp: ModuleType) -> Array:
+    """First guess ``s = log t`` for ``KLcov(t) = ε`` from the curve's expansion at ``t = 0``.
+
+    With ``u_i = t(λ_i - 1)``, ``φ(1/ν_i - 1) = u_i²/2 - 2u_i³/3 + O(u⁴)``, so
+    ``KLcov ≈ ¼ t² A (1 - (4/3) t B/A)`` with ``A = Σ(λ_i - 1)²``, ``B = Σ(λ_i - 1)³``; its
+    Padé form ``¼ t² A / (1 + (4/3) t B/A) = ε`` is the quadratic
+    ``(A/4) t² - c t - ε = 0``, ``c = (4/3) ε B/A``, whose positive root is taken without
+    cancellation. Newton then needs 3-4 curve evaluations where the power law
+    ``t = sqrt(ε / KLcov(1))`` needed 5-6 (docs/performance.md); the bracketed iteration does
+    not depend on the guess for its result, only for its cost.
+
+    Shapes: ``lam (..., d)``; eps, active ``(...)``. Returns ``(...)``, ``≤ 0``, finite
+    (``0``, i.e. ``t = 1``, where the expansion overflows or the state is inactive).
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # caught by the where
+        dl = lam - 1.0
+        dl2 = dl * dl
+        a = xp.where(active, xp.sum(dl2, axis=-1), 1.0)
+        c = (4.0 / 3.0) * eps * xp.sum(dl2 * dl, axis=-1) / a
+        root = xp.sqrt(c * c + a * eps)
+        t = xp.where(c > 0, (c + root) / (0.5 * a), (2.0 * eps) / (root - c))
+        s = xp.log(t)
+    return xp.where(active & xp.isfinite(s) & (s < 0.0), s, 0.0)
+
+
+def kl_cov_root(lam: Array, eps: Array, active: Array, xp: ModuleType) -> Array:
+    """``t ∈ (0, 1]`` of ``KLcov(t) = ε`` (:func:`solve_in_t` of :func:`kl_cov_curve`, from
+    :func:`kl_cov_start`), through :func:`kl_cov_curve_numpy` when ``xp`` is NumPy; 1 where not
+    ``active``. Shapes: ``lam (..., d)``, others ``(...)``."""
+    start = kl_cov_start(lam, eps, active, xp)
+    curve = kl_cov_curve_numpy(lam) if xp is np else (lambda t: kl_cov_curve(lam, t, xp))
+    return solve_in_t(curve, eps, active, xp, start=start)
 
 
 def kl_cov_curve(lam: Array, t: Array, xp: ModuleType) -> tuple[Array, Array]:
@@ -203,18 +229,21 @@ def solve_in_t(
     active: Array,
     xp: ModuleType,
     kl_at_one: Array | None = None,
+    *,
+    start: Array | None = None,
 ) -> Array:
     """Root ``t ∈ (0, 1]`` of ``curve(t)[0] = eps`` for the ``active`` states (1 elsewhere).
 
     ``curve`` returns ``(KL(t), dKL/dt)`` with KL increasing in t and ``KL(1) > eps`` where
     active. Works in float64 whatever the input dtype. With ``kl_at_one`` (``KL(1)``) Newton
     starts from the power-law guess ``t = sqrt(eps / KL(1))`` (exact for KL ∝ t², the small-t
-    limit), which saves two or three steps; otherwise from ``t = 1``.
+    limit), which saves two or three steps; with ``start`` (``log t ≤ 0`` per state, e.g.
+    :func:`kl_cov_start`) from there; otherwise from ``t = 1``.
     """
     log_eps = xp.log(eps)
-    if kl_at_one is None:
+    if start is None and kl_at_one is None:
         start = xp.zeros_like(eps)
-    else:
+    elif start is None:
         start = xp.clip(0.5 * (log_eps - xp.log(xp.where(active, kl_at_one, eps))), None, 0.0)
 
     def fun(s: Array) -> tuple[Array, Array]:

@@ -226,10 +226,9 @@ def kl_cov_eigen_projection(
     old_chol = take(old_chol)
     basis = old_chol @ rot
     lam = 1.0 / _f64(ratio, xp)
-    eps_a, kl_a = _f64(take(eps), xp), _f64(take(kl_now), xp)
-    hx, (lam_h, eps_h, kl_h) = B.to_host(xp, lam, eps_a, kl_a)
+    hx, (lam_h, eps_h) = B.to_host(xp, lam, _f64(take(eps), xp))
     ones = hx.full(eps_h.shape, True)
-    t = kl_cov_root(lam_h, eps_h, ones, hx, kl_h)
+    t = kl_cov_root(lam_h, eps_h, ones, hx)
     t = B.from_host(t, xp, lam)
     nu = 1.0 + t[..., None] * (lam - 1.0)
     inv_nu = xp.astype(1.0 / nu, cov.dtype)
@@ -286,7 +285,7 @@ def diag_cov_host(var: Array, old_var: Array, eps: Array, hx: ModuleType) -> Dia
     kl = kl_cov_diag(var, old_var, hx)
     active = kl > eps
     lam = old_var / var
-    t = kl_cov_root(lam, eps, active, hx, kl)
+    t = kl_cov_root(lam, eps, active, hx)
     nu = 1.0 + t[..., None] * (lam - 1.0)
     out = hx.where(active[..., None], old_var / nu, var)
     return DiagCovSolution(out, hx.sqrt(old_var), lam, nu, t)
