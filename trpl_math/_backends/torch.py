@@ -115,31 +115,40 @@ _FUSED_DTYPES = (torch.float32, torch.float64)
 def fits_kl_diag(mean: Any, var: Any, old_mean: Any, old_var: Any, eps_m: Any, eps_c: Any) -> bool:
     """Whether :func:`kl_diag_projection` takes these arguments: four CPU tensors of one
     floating dtype (float32 or float64), each at least 1-D with one last dimension, batch
-    shapes that broadcast, bounds Python numbers or real CPU tensors that broadcast too."""
+    shapes that broadcast, bounds Python numbers or real CPU tensors that broadcast too.
+    (Checked attribute by attribute in their cheapest form: this runs on every call.)"""
     arrays = (mean, var, old_mean, old_var)
-    if not all(isinstance(x, torch.Tensor) for x in arrays):
-        return False
-    dtype, d = mean.dtype, mean.shape[-1:]
+    tensor, strided = torch.Tensor, torch.strided
+    dtype = getattr(mean, "dtype", None)
     if dtype not in _FUSED_DTYPES:
         return False
+    d = mean.shape[-1] if mean.ndim else -1
     for x in arrays:
-        if x.dtype != dtype or x.device.type != "cpu" or x.layout != torch.strided:
+        if not isinstance(x, tensor) or x.dtype != dtype or not x.is_cpu:
             return False
-        if x.ndim < 1 or x.shape[-1:] != d:
+        if x.layout is not strided or x.ndim < 1 or x.shape[-1] != d:
             return False
-    shapes = [tuple(x.shape[:-1]) for x in arrays]
+    shapes = [x.shape[:-1] for x in arrays]
     for e in (eps_m, eps_c):
-        if isinstance(e, torch.Tensor):
-            if e.device.type != "cpu" or e.is_complex() or e.dtype == torch.bool:
+        if isinstance(e, tensor):
+            if not e.is_cpu or e.is_complex() or e.dtype == torch.bool:
                 return False
-            shapes.append(tuple(e.shape))
+            shapes.append(e.shape)
         elif isinstance(e, bool) or not isinstance(e, int | float):
             return False
+    batch = _broadcast(shapes[:4])
+    return batch is not None and _broadcast([batch, *shapes[4:]]) == batch
+
+
+def _broadcast(shapes: list[Any]) -> tuple[int, ...] | None:
+    """The broadcast of ``shapes`` (``None`` if they do not broadcast); equal shapes fast."""
+    first = tuple(shapes[0])
+    if all(tuple(x) == first for x in shapes[1:]):
+        return first
     try:
-        batch = np.broadcast_shapes(*shapes[:4])
-        return np.broadcast_shapes(batch, *shapes[4:]) == batch
+        return tuple(np.broadcast_shapes(*(tuple(x) for x in shapes)))
     except ValueError:
-        return False
+        return None
 
 
 def kl_diag_projection(
@@ -200,7 +209,7 @@ class KLDiagProjection(torch.autograd.Function):
         m, v, om, ov = (hx.asarray(x, dtype=hx.float64) for x in host)
         e_m, e_c = (_host64_in(e, hx) for e in (eps_m, eps_c))
         d = int(mean.shape[-1])
-        batch = tuple(np.broadcast_shapes(*(tuple(x.shape[:-1]) for x in (m, v, om, ov))))
+        batch = _broadcast([x.shape[:-1] for x in (m, v, om, ov)])
         msol = diag_mean_host(m, om, ov, e_m, hx)
         csol = diag_cov_host(v, ov, e_c, hx)
         ctx.hx, ctx.msol, ctx.csol, ctx.ov, ctx.e_m = hx, msol, csol, ov, e_m
