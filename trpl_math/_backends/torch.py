@@ -11,6 +11,10 @@ tensors for the tiny Newton loops, and these ``torch.autograd.Function`` s:
   Backward: the implicit-function gradient of the KKT system written out in the generalised
   eigenbasis ``V`` (``Vᵀ Λ_o V = I``, ``Vᵀ Λ V = diag λ``) where Σ, Σ_o, Σ̃ and both precisions
   are diagonal, so it costs a handful of matrix products and never divides by eigenvalue gaps.
+* :class:`KLDiagProjection` — the whole diagonal KL projection (mean and variances, Eq. 6 and
+  10-11) of CPU tensors as one node: one host transfer, the closed form and the Newton root in
+  float64 NumPy, the hand-written gradients of both parts (what a small batch pays is per-call
+  overhead, docs/performance.md).
 
 Derivation (per active state, ``G = ∂L/∂Σ̃``, ``Ĝ = Vᵀ G V``, ``ν_i = (η + λ_i)/(η + 1)``):
 ``Σ̃ = V diag(1/ν) Vᵀ``; with ``P̂ = Ĝ / (ν_i ν_j)``, ``r_i = ½(1/ν_i² - 1/ν_i)``,
