@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from types import ModuleType
 
@@ -213,3 +214,147 @@ def test_host_solve_needs_only_numpy_1_26(monkeypatch, diag: bool, joint: bool) 
     got = run()
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+def _mixed_diag_problem(
+    batch: int, d: int, dtype: torch.dtype, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """``(mean, var, old_mean, old_var)`` with a quarter of the states inside both bounds, a
+    quarter outside the mean bound alone, a quarter outside the covariance bound alone and the
+    rest outside both (for ``eps_mean = 0.03``, ``eps_cov = 1e-3``)."""
+    g = torch.Generator().manual_seed(seed)
+    q = batch // 4
+    near_m = torch.tensor([0.01] * q + [1.0] * q + [0.01] * q + [1.0] * (batch - 3 * q))
+    near_c = torch.tensor([1e-3] * 2 * q + [1.0] * (batch - 2 * q))
+    old_mean = torch.randn(batch, d, generator=g, dtype=torch.float64)
+    mean = old_mean + near_m[:, None] * torch.randn(batch, d, generator=g, dtype=torch.float64)
+    old_var = torch.rand(batch, d, generator=g, dtype=torch.float64) + 0.5
+    noise = torch.randn(batch, d, generator=g, dtype=torch.float64)
+    var = old_var * torch.exp(near_c[:, None] * noise)
+    return tuple(x.to(dtype) for x in (mean, var, old_mean, old_var))
+
+
+def _array_path(*args, **kw):
+    """The projection as a chain of torch operations (the path before the fused node)."""
+    from trpl_math.projections.kl import _kl_projection
+
+    return _kl_projection(*args, **kw)
+
+
+class TestFusedDiagonalNode:
+    """The diagonal KL projection of CPU tensors runs as one autograd node
+    (``KLDiagProjection``); it must agree with the array path in values and gradients."""
+
+    def test_node_is_used(self) -> None:
+        args = [x.requires_grad_() for x in _mixed_diag_problem(8, 3, torch.float64)]
+        out = tm.kl_projection(*args, eps_mean=0.03, eps_cov=1e-3, diag=True)
+        assert type(out.mean.grad_fn).__name__ == "KLDiagProjectionBackward"
+        assert out.mean.grad_fn is out.cov.grad_fn
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    @pytest.mark.parametrize("validate", [True, False])
+    @pytest.mark.parametrize("shape", ["batch", "shared_cov", "shared_old"])
+    def test_matches_array_path(self, dtype: torch.dtype, validate: bool, shape: str) -> None:
+        """Outputs and every gradient (tensor bounds too) against the array path, states
+        active and inactive mixed, covariances per state or shared by the batch."""
+        mean, var, old_mean, old_var = _mixed_diag_problem(16, 5, dtype)
+        if shape == "shared_cov":
+            var = var[4:5]
+        elif shape == "shared_old":
+            old_var, var = old_var[9:10], var[9:10] * 1.5
+        g = torch.Generator().manual_seed(7)
+        eps_m = torch.tensor(0.03, dtype=torch.float64)
+        eps_c = torch.full((16,), 1e-3, dtype=dtype)
+
+        def run(fn) -> list[torch.Tensor]:
+            args = [x.clone().requires_grad_() for x in (mean, var, old_mean, old_var)]
+            bounds = [e.clone().requires_grad_() for e in (eps_m, eps_c)]
+            ctx = contextlib.nullcontext() if validate else tm.no_validation()
+            with ctx:
+                out = fn(*args, eps_mean=bounds[0], eps_cov=bounds[1], diag=True)
+            weights = [torch.randn(o.shape, generator=g.manual_seed(3 + i), dtype=dtype)
+                       for i, o in enumerate(out)]  # fmt: skip
+            sum((o * w).sum() for o, w in zip(out, weights, strict=True)).backward()
+            return [o.detach() for o in out] + [x.grad for x in (*args, *bounds)]
+
+        got, want = run(tm.kl_projection), run(_array_path)
+        rtol = 1e-13 if dtype == torch.float64 else 1e-6
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            scale = float(b.abs().max()) or 1.0
+            assert float((a - b).abs().max()) <= rtol * scale
+
+    def test_gradcheck_mixed_active(self) -> None:
+        """``gradcheck`` of the node with respect to all six inputs, float64, active and inactive
+        states of both parts mixed, a bound per state and one shared."""
+        raw = _mixed_diag_problem(8, 3, torch.float64, seed=1)
+        inputs = [x.clone().requires_grad_() for x in raw]
+        eps_m = torch.tensor(0.03, dtype=torch.float64, requires_grad=True)
+        eps_c = torch.full((8,), 1e-3, dtype=torch.float64, requires_grad=True)
+
+        def fn(*a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with tm.no_validation():
+                out = tm.kl_projection(*a[:4], eps_mean=a[4], eps_cov=a[5], diag=True)
+            return out.mean, out.cov
+
+        assert torch.autograd.gradcheck(fn, (*inputs, eps_m, eps_c))
+
+    def test_other_arguments_take_the_array_path(self) -> None:
+        """Mixed dtypes or NumPy bounds are not the node's: the array path takes them (and
+        reports what is wrong with them) and gives what it always gave."""
+        mean, var, old_mean, old_var = _mixed_diag_problem(4, 2, torch.float64)
+        kw = {"eps_mean": 0.03, "eps_cov": 1e-3, "diag": True}
+        mixed = (mean.float(), var, old_mean, old_var)
+        got, want = tm.kl_projection(*mixed, **kw), _array_path(*mixed, **kw)
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype and bool((a == b).all())
+        with pytest.raises(TypeError):
+            tm.kl_projection(
+                mean, var, old_mean, old_var, eps_mean=np.float32(0.1), eps_cov=0.1, diag=True
+            )
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    def test_training_grads_only(self, dtype: torch.dtype) -> None:
+        """As in a training step: gradients for the mean and the variance alone (the old policy
+        and the bounds constant, the covariance shared by the batch)."""
+        mean, var, old_mean, old_var = _mixed_diag_problem(12, 3, dtype, seed=2)
+        var, old_var = var[5:6], old_var[5:6]
+
+        def run(fn) -> list[torch.Tensor]:
+            m, v = mean.clone().requires_grad_(), var.clone().requires_grad_()
+            with tm.no_validation():
+                out = fn(m, v, old_mean, old_var, eps_mean=0.03, eps_cov=1e-3, diag=True)
+            (out.mean.square().sum() + 3.0 * out.cov.sum()).backward()
+            return [out.mean.detach(), out.cov.detach(), m.grad, v.grad]
+
+        rtol = 1e-13 if dtype == torch.float64 else 1e-6
+        for a, b in zip(run(tm.kl_projection), run(_array_path), strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            assert float((a - b).abs().max()) <= rtol * float(b.abs().max())
+
+
+class TestNewtonStart:
+    """The first guess of the covariance root (``kl_cov_start``) changes the cost of Newton's
+    method, not its result."""
+
+    def test_root_independent_of_the_guess(self) -> None:
+        from trpl_math.projections._kl_solver import kl_cov_curve, kl_cov_root, solve_in_t
+
+        rng = np.random.default_rng(4)
+        for sigma in (0.01, 0.3, 1.0, 3.0):
+            lam = np.exp(sigma * rng.normal(size=(200, 5)))
+            kl = 0.5 * np.sum(1.0 / lam - 1.0 + np.log(lam), axis=-1)
+            for eps in (1e-8, 1e-3, 0.1):
+                active = kl > eps
+                got = kl_cov_root(lam, eps, active, np)
+                want = solve_in_t(lambda t, lam=lam: kl_cov_curve(lam, t, np), eps, active, np, kl)
+                # at ε = 1e-8 the direct φ(x) of the curve is itself only good to ~1e-11
+                np.testing.assert_allclose(got, want, rtol=1e-12 if eps >= 1e-3 else 1e-10)
+                assert np.all(got[~active] == 1.0)
+
+    def test_guess_finite_for_extreme_ratios(self) -> None:
+        from trpl_math.projections._kl_solver import kl_cov_start
+
+        lam = np.array([[1e-150, 1.0], [1e150, 1.0], [1e300, 1e-300], [1.0 + 1e-12, 1.0]])
+        s = kl_cov_start(lam, 1e-3, np.ones(4, dtype=bool), np)
+        assert np.all(np.isfinite(s)) and np.all(s <= 0.0)

@@ -11,6 +11,10 @@ tensors for the tiny Newton loops, and these ``torch.autograd.Function`` s:
   Backward: the implicit-function gradient of the KKT system written out in the generalised
   eigenbasis ``V`` (``Vᵀ Λ_o V = I``, ``Vᵀ Λ V = diag λ``) where Σ, Σ_o, Σ̃ and both precisions
   are diagonal, so it costs a handful of matrix products and never divides by eigenvalue gaps.
+* :class:`KLDiagProjection` — the whole diagonal KL projection (mean and variances, Eq. 6 and
+  10-11) of CPU tensors as one node: one host transfer, the closed form and the Newton root in
+  float64 NumPy, the hand-written gradients of both parts (what a small batch pays is per-call
+  overhead, docs/performance.md).
 
 Derivation (per active state, ``G = ∂L/∂Σ̃``, ``Ĝ = Vᵀ G V``, ``ν_i = (η + λ_i)/(η + 1)``):
 ``Σ̃ = V diag(1/ν) Vᵀ``; with ``P̂ = Ĝ / (ν_i ν_j)``, ``r_i = ½(1/ν_i² - 1/ν_i)``,
@@ -34,7 +38,13 @@ import numpy as np
 import torch
 
 from trpl_math import _backend as B
-from trpl_math.projections.kl import kl_cov_diag_grads
+from trpl_math.projections.kl import (
+    diag_cov_host,
+    diag_mean_grads,
+    diag_mean_host,
+    kl_cov_diag_grads,
+)
+from trpl_math.types import Gaussian
 
 Array = Any
 
@@ -101,6 +111,183 @@ def x_minus_log1p(x: Array, xp: ModuleType) -> Array:
 
 def kl_cov_projection(cov: Array, old_cov: Array, eps: Array, diag: bool, xp: ModuleType) -> Array:
     return KLCovProjection.apply(cov, old_cov, eps, diag)
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+def fits_kl_diag(mean: Any, var: Any, old_mean: Any, old_var: Any, eps_m: Any, eps_c: Any) -> bool:
+    """Whether :func:`kl_diag_projection` takes these arguments: four CPU tensors of one
+    floating dtype (float32 or float64), each at least 1-D with one last dimension, batch
+    shapes that broadcast, bounds Python numbers or real CPU tensors that broadcast too.
+    (Checked attribute by attribute in their cheapest form: this runs on every call.)"""
+    arrays = (mean, var, old_mean, old_var)
+    tensor, strided = torch.Tensor, torch.strided
+    dtype = getattr(mean, "dtype", None)
+    if dtype not in _FUSED_DTYPES:
+        return False
+    d = mean.shape[-1] if mean.ndim else -1
+    for x in arrays:
+        if not isinstance(x, tensor) or x.dtype != dtype or not x.is_cpu:
+            return False
+        if x.layout is not strided or x.ndim < 1 or x.shape[-1] != d:
+            return False
+    shapes = [x.shape[:-1] for x in arrays]
+    for e in (eps_m, eps_c):
+        if isinstance(e, tensor):
+            if not e.is_cpu or e.is_complex() or e.dtype == torch.bool:
+                return False
+            shapes.append(e.shape)
+        elif isinstance(e, bool) or not isinstance(e, int | float):
+            return False
+    batch = _broadcast(shapes[:4])
+    return batch is not None and _broadcast([batch, *shapes[4:]]) == batch
+
+
+def _broadcast(shapes: list[Any]) -> tuple[int, ...] | None:
+    """The broadcast of ``shapes`` (``None`` if they do not broadcast); equal shapes fast."""
+    first = tuple(shapes[0])
+    if all(tuple(x) == first for x in shapes[1:]):
+        return first
+    try:
+        return tuple(np.broadcast_shapes(*(tuple(x) for x in shapes)))
+    except ValueError:
+        return None
+
+
+def kl_diag_projection(
+    mean: Any, var: Any, old_mean: Any, old_var: Any, eps_m: Any, eps_c: Any
+) -> Gaussian:
+    """The diagonal KL projection (Eq. 6, 10-11) as one autograd node (:class:`KLDiagProjection`),
+    for arguments that :func:`fits_kl_diag`; results as ``kl_projection(..., diag=True)``."""
+    proj_mean, proj_var = KLDiagProjection.apply(mean, var, old_mean, old_var, eps_m, eps_c)
+    return Gaussian(proj_mean, proj_var)
+
+
+def _sum_to(g: Any, shape: tuple[int, ...], hx: Any) -> Any:
+    """``g`` summed over the axes that broadcasting added to an array of ``shape``."""
+    if tuple(g.shape) == shape:
+        return g
+    lead = g.ndim - len(shape)
+    if lead:
+        g = hx.sum(g, axis=tuple(range(lead)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return hx.sum(g, axis=axes, keepdims=True) if axes else g
+
+
+def _to_tensor(x: Any, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """A CPU tensor of ``dtype`` and ``shape`` (broadcast, materialised) holding the host array
+    ``x`` (which it may share: ``x`` must be a fresh array that nothing else writes)."""
+    if tuple(x.shape) != shape:
+        x = np.broadcast_to(x, shape)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=_NP_DTYPE[dtype]))
+
+
+_NP_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+class KLDiagProjection(torch.autograd.Function):
+    """``(μ, σ², μ_o, σ_o², ε_μ, ε_Σ) -> (μ̃, σ̃²)`` of the diagonal KL projection in one node.
+
+    Forward: one host transfer, then :func:`~trpl_math.projections.kl.diag_mean_host` (Eq. 6)
+    and :func:`~trpl_math.projections.kl.diag_cov_host` (Eq. 11, the Newton root in ``t``) in
+    float64 NumPy, each at the broadcast batch shape of its own inputs (a covariance shared by
+    the batch is solved once). Backward: the closed forms
+    :func:`~trpl_math.projections.kl.diag_mean_grads` and the implicit gradient
+    :func:`~trpl_math.projections.kl.kl_cov_diag_grads` (docs/math.md §4.2), summed back to each
+    input's shape. A small batch so pays one node instead of ~45 torch operations forward and
+    ~28 backward (docs/performance.md).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        old_mean: torch.Tensor,
+        old_var: torch.Tensor,
+        eps_m: Any,
+        eps_c: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        hx, host = B.to_host(_namespace(), mean, var, old_mean, old_var)
+        m, v, om, ov = (hx.asarray(x, dtype=hx.float64) for x in host)
+        e_m, e_c = (_host64_in(e, hx) for e in (eps_m, eps_c))
+        d = int(mean.shape[-1])
+        batch = _broadcast([x.shape[:-1] for x in (m, v, om, ov)])
+        msol = diag_mean_host(m, om, ov, e_m, hx)
+        csol = diag_cov_host(v, ov, e_c, hx)
+        ctx.hx, ctx.msol, ctx.csol, ctx.ov, ctx.e_m = hx, msol, csol, ov, e_m
+        ctx.shapes = [tuple(x.shape) for x in (mean, var, old_mean, old_var)]
+        ctx.eps_shapes = [
+            tuple(e.shape) if isinstance(e, torch.Tensor) else None for e in (eps_m, eps_c)
+        ]
+        ctx.eps_dtypes = [e.dtype if isinstance(e, torch.Tensor) else None for e in (eps_m, eps_c)]
+        ctx.dtype = mean.dtype
+        full = (*batch, d)
+        return _to_tensor(msol.mean, mean.dtype, full), _to_tensor(csol.cov, mean.dtype, full)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g_mean: torch.Tensor, g_var: torch.Tensor) -> tuple[Any, ...]:
+        hx, msol, csol, ov = ctx.hx, ctx.msol, ctx.csol, ctx.ov
+        n_mean, n_var, n_old_mean, n_old_var, n_em, n_ec = ctx.needs_input_grad
+        s_mean, s_var, s_old_mean, s_old_var = ctx.shapes
+        _, (gm, gv) = B.to_host(_namespace(), g_mean, g_var)
+        out: list[Any] = [None] * 6
+        g_ov = None
+        if n_mean or n_old_mean or n_old_var or n_em:
+            gm = _sum_to(hx.asarray(gm, dtype=hx.float64), tuple(msol.mean.shape), hx)  # linear
+            need = (n_old_mean, n_old_var, n_em)
+            g_m, g_om, g_ov, g_em = diag_mean_grads(gm, msol, ov, ctx.e_m, hx, need)
+            out[0], out[2] = (
+                _grad_out(g_m, s_mean, ctx.dtype, hx),
+                _grad_out(g_om, s_old_mean, ctx.dtype, hx),
+            )
+            out[4] = _grad_out(g_em, ctx.eps_shapes[0], ctx.eps_dtypes[0], hx)
+        if n_var or n_old_var or n_ec:
+            # linear in the upstream gradient: sum the copies of a shared covariance first
+            gv = _sum_to(hx.asarray(gv, dtype=hx.float64), tuple(csol.cov.shape), hx)
+            g_v, g_ov_c, g_ec = kl_cov_diag_grads(
+                gv, csol.std, csol.lam, csol.nu, csol.t, hx, need_old=n_old_var, need_eps=n_ec
+            )
+            out[1] = _grad_out(g_v, s_var, ctx.dtype, hx) if n_var else None
+            out[5] = _grad_out(g_ec, ctx.eps_shapes[1], ctx.eps_dtypes[1], hx)
+            if g_ov_c is not None:
+                g_ov = (
+                    g_ov_c
+                    if g_ov is None
+                    else _sum_to(g_ov, s_old_var, hx) + _sum_to(g_ov_c, s_old_var, hx)
+                )
+        out[3] = _grad_out(g_ov, s_old_var, ctx.dtype, hx)
+        return tuple(out)
+
+
+def _grad_out(g: Any, shape: tuple[int, ...] | None, dtype: Any, hx: Any) -> torch.Tensor | None:
+    """A host gradient summed to ``shape`` as a CPU tensor of ``dtype`` (``None`` for ``None``,
+    a bound given as a number or a non-floating tensor)."""
+    if g is None or shape is None or not dtype.is_floating_point:
+        return None
+    g = _sum_to(g, shape, hx)
+    return torch.from_numpy(np.ascontiguousarray(g, dtype=_NP_DTYPE.get(dtype, np.float64))).to(
+        dtype
+    )
+
+
+def _host64_in(e: Any, hx: Any) -> Any:
+    """A bound as float64 on the host: a NumPy array for a tensor, else a Python float."""
+    if isinstance(e, torch.Tensor):
+        return hx.asarray(B.to_host(_namespace(), e)[1][0], dtype=hx.float64)
+    return float(e)
+
+
+_XP: list[ModuleType] = []
+
+
+def _namespace() -> ModuleType:
+    """The array namespace of torch tensors (looked up once: it costs microseconds a call)."""
+    if not _XP:
+        _XP.append(B.namespace(torch.zeros(())))
+    return _XP[0]
 
 
 class SqrtmPSD(torch.autograd.Function):

@@ -50,6 +50,8 @@ def newton_log(
     Returns:
         ``(...)`` roots ``s``.
     """
+    if xp is np:
+        return _newton_log_numpy(fun, active, start)
     traced = getattr(B.backend(xp), "newton_log", None)  # a back end without Python loops
     if traced is not None:
         return traced(fun, active, start)
@@ -76,6 +78,95 @@ def newton_log(
         done = done | (ok & (xp.abs(s_new - s) <= STEP_TOL))
         s = s_new
     return s
+
+
+def _newton_log_numpy(
+    fun: Callable[[Array], tuple[Array, Array]], active: Array, start: Array
+) -> Array:
+    """:func:`newton_log` for plain NumPy arrays, the same iterates bit for bit, in fewer
+    operations: masks and brackets updated in place, the bisection fallback formed only in an
+    iteration where some Newton step leaves its bracket. On the small arrays of a training step
+    each NumPy call costs ~1 µs whatever its size, and this loop is most of the diagonal KL
+    projection's time (docs/performance.md)."""
+    s = np.where(active, start, 0.0)
+    hi = np.zeros_like(s)
+    lo = np.full_like(s, -math.inf)
+    done = np.logical_not(active)
+    for _ in range(MAX_ITER):
+        g, dg = fun(s)
+        g = np.where(done, 0.0, g)
+        done |= np.abs(g) <= LOG_TOL
+        if done.all():
+            break
+        pos = g > 0
+        np.copyto(hi, s, where=pos)
+        np.copyto(lo, s, where=~pos)
+        step = s - g / dg
+        ok = np.isfinite(step)
+        ok &= step < hi
+        ok &= step > lo
+        if not ok.all():
+            fallback = np.where(np.isfinite(lo), 0.5 * (lo + hi), hi - 1.0)
+            step = np.where(ok, step, fallback)
+        s_new = np.where(done, s, step)
+        # as in newton_log: a step below STEP_TOL is final (its error is ~ STEP_TOL²)
+        ok &= np.abs(s_new - s) <= STEP_TOL
+        done |= ok
+        s = s_new
+    return s
+
+
+def kl_cov_curve_numpy(lam: Array) -> Callable[[Array], tuple[Array, Array]]:
+    """``t -> (KLcov(t), dKLcov/dt)`` of :func:`kl_cov_curve` for NumPy arrays ``lam (..., d)``,
+    the same values bit for bit, with ``λ - 1`` formed once and the temporaries reused."""
+    dl = lam - 1.0
+
+    def curve(t: Array) -> tuple[Array, Array]:
+        u = t[..., None] * dl
+        x = np.add(1.0, u)
+        np.divide(np.negative(u, out=u), x, out=x)  # 1/ν - 1 = -t(λ-1)/(1 + t(λ-1))
+        kl = np.subtract(x, np.log1p(x, out=u), out=u).sum(axis=-1)
+        kl *= 0.5
+        dkl = np.multiply(x, x, out=x).sum(axis=-1)
+        dkl *= 0.5
+        dkl /= t
+        return kl, dkl
+
+    return curve
+
+
+def kl_cov_start(lam: Array, eps: Array, active: Array, xp: ModuleType) -> Array:
+    """First guess ``s = log t`` for ``KLcov(t) = ε`` from the curve's expansion at ``t = 0``.
+
+    With ``u_i = t(λ_i - 1)``, ``φ(1/ν_i - 1) = u_i²/2 - 2u_i³/3 + O(u⁴)``, so
+    ``KLcov ≈ ¼ t² A (1 - (4/3) t B/A)`` with ``A = Σ(λ_i - 1)²``, ``B = Σ(λ_i - 1)³``; its
+    Padé form ``¼ t² A / (1 + (4/3) t B/A) = ε`` is the quadratic
+    ``(A/4) t² - c t - ε = 0``, ``c = (4/3) ε B/A``, whose positive root is taken without
+    cancellation. Newton then needs 3-4 curve evaluations where the power law
+    ``t = sqrt(ε / KLcov(1))`` needed 5-6 (docs/performance.md); the bracketed iteration does
+    not depend on the guess for its result, only for its cost.
+
+    Shapes: ``lam (..., d)``; eps, active ``(...)``. Returns ``(...)``, ``≤ 0``, finite
+    (``0``, i.e. ``t = 1``, where the expansion overflows or the state is inactive).
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # caught by the where
+        dl = lam - 1.0
+        dl2 = dl * dl
+        a = xp.where(active, xp.sum(dl2, axis=-1), 1.0)
+        c = (4.0 / 3.0) * eps * xp.sum(dl2 * dl, axis=-1) / a
+        root = xp.sqrt(c * c + a * eps)
+        t = xp.where(c > 0, (c + root) / (0.5 * a), (2.0 * eps) / (root - c))
+        s = xp.log(t)
+    return xp.where(active & xp.isfinite(s) & (s < 0.0), s, 0.0)
+
+
+def kl_cov_root(lam: Array, eps: Array, active: Array, xp: ModuleType) -> Array:
+    """``t ∈ (0, 1]`` of ``KLcov(t) = ε`` (:func:`solve_in_t` of :func:`kl_cov_curve`, from
+    :func:`kl_cov_start`), through :func:`kl_cov_curve_numpy` when ``xp`` is NumPy; 1 where not
+    ``active``. Shapes: ``lam (..., d)``, others ``(...)``."""
+    start = kl_cov_start(lam, eps, active, xp)
+    curve = kl_cov_curve_numpy(lam) if xp is np else (lambda t: kl_cov_curve(lam, t, xp))
+    return solve_in_t(curve, eps, active, xp, start=start)
 
 
 def kl_cov_curve(lam: Array, t: Array, xp: ModuleType) -> tuple[Array, Array]:
@@ -138,23 +229,32 @@ def solve_in_t(
     active: Array,
     xp: ModuleType,
     kl_at_one: Array | None = None,
+    *,
+    start: Array | None = None,
 ) -> Array:
     """Root ``t ∈ (0, 1]`` of ``curve(t)[0] = eps`` for the ``active`` states (1 elsewhere).
 
     ``curve`` returns ``(KL(t), dKL/dt)`` with KL increasing in t and ``KL(1) > eps`` where
     active. Works in float64 whatever the input dtype. With ``kl_at_one`` (``KL(1)``) Newton
     starts from the power-law guess ``t = sqrt(eps / KL(1))`` (exact for KL ∝ t², the small-t
-    limit), which saves two or three steps; otherwise from ``t = 1``.
+    limit), which saves two or three steps; with ``start`` (``log t ≤ 0`` per state, e.g.
+    :func:`kl_cov_start`) from there; otherwise from ``t = 1``.
     """
     log_eps = xp.log(eps)
-    if kl_at_one is None:
+    if start is None and kl_at_one is None:
         start = xp.zeros_like(eps)
-    else:
+    elif start is None:
         start = xp.clip(0.5 * (log_eps - xp.log(xp.where(active, kl_at_one, eps))), None, 0.0)
 
     def fun(s: Array) -> tuple[Array, Array]:
         t = xp.exp(s)
         kl, dkl = curve(t)
+        if xp is np:  # the same values, two temporaries fewer
+            g = np.log(kl)
+            g -= log_eps
+            dg = t * dkl
+            dg /= kl  # in place for arrays (a 0-d state gives NumPy scalars: rebound)
+            return g, dg
         return xp.log(kl) - log_eps, t * dkl / kl
 
     # log(0) and 0/0 can occur for inactive states or underflowing trial points; the bracket

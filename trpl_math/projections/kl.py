@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 from types import ModuleType
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from trpl_math import _backend as B
 from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_pair
 from trpl_math.divergences import kl_cov_chol, kl_cov_diag, kl_cov_whitened, maha_chol
-from trpl_math.projections._kl_solver import kl_cov_curve, solve_in_t
+from trpl_math.projections._kl_solver import kl_cov_root
 from trpl_math.projections.mean import project_mean
 from trpl_math.types import Gaussian
 
 __all__ = ["kl_projection"]
 
 
-@B.working_precision("float64")
 def kl_projection(
     mean: Array,
     cov: Array,
@@ -69,6 +71,45 @@ def kl_projection(
         >>> [round(float(x), 12) for x in kl_divergence(*p, *old, diag=True)]
         [0.1, 0.05]
     """
+    if diag:
+        fused = _fused_diag(mean, cov, old_mean, old_cov, eps_mean, eps_cov)
+        if fused is not None:
+            return fused
+    return _kl_projection(
+        mean, cov, old_mean, old_cov, eps_mean=eps_mean, eps_cov=eps_cov, diag=diag
+    )
+
+
+@B.working_precision("float64")
+def _kl_projection(
+    mean: Array,
+    cov: Array,
+    old_mean: Array,
+    old_cov: Array,
+    *,
+    eps_mean: Any,
+    eps_cov: Any,
+    diag: bool,
+) -> Gaussian:
+    """:func:`kl_projection` as a chain of array operations (any back end, float64 at least)."""
+    p, eps_m, eps_c, maha = _prepared(mean, cov, old_mean, old_cov, eps_mean, eps_cov, diag)
+    xp = p.xp
+    proj_mean = project_mean(p.mean, p.old_mean, 0.5 * maha, eps_m, xp)
+    proj_cov = B.backend(xp).kl_cov_projection(p.cov, p.old_cov, eps_c, diag, xp)
+    return Gaussian(proj_mean, proj_cov)
+
+
+def _prepared(
+    mean: Array,
+    cov: Array,
+    old_mean: Array,
+    old_cov: Array,
+    eps_mean: Any,
+    eps_cov: Any,
+    diag: bool,
+) -> tuple[C.Pair, Array, Array, Array]:
+    """The inputs broadcast to one batch shape, the bounds as arrays of it and ``maha(μ, μ_o;
+    Σ_o)`` ``(...)``, after every input check (those that run with validation off too)."""
     p = prepare_pair(mean, cov, old_mean, old_cov, diag=diag)
     xp = p.xp
     eps_m = prepare_bound(eps_mean, "eps_mean", xp, p.mean, p.batch_shape)
@@ -85,9 +126,46 @@ def kl_projection(
     C.check_bound_floor(eps_c, "eps_cov", xp, like=p.mean)
     if not diag:
         C.check_condition(p.old_cov, "old_cov", xp)
-    proj_mean = project_mean(p.mean, p.old_mean, 0.5 * maha, eps_m, xp)
-    proj_cov = B.backend(xp).kl_cov_projection(p.cov, p.old_cov, eps_c, diag, xp)
-    return Gaussian(proj_mean, proj_cov)
+    return p, eps_m, eps_c, maha
+
+
+@B.working_precision("float64")
+def _check_diag(
+    mean: Array, var: Array, old_mean: Array, old_var: Array, *, eps_mean: Any, eps_cov: Any
+) -> tuple[()]:
+    """Run exactly the checks of :func:`_kl_projection` (diagonal, in its working precision)."""
+    _prepared(mean, var, old_mean, old_var, eps_mean, eps_cov, True)
+    return ()
+
+
+def _fused_diag(
+    mean: Array, var: Array, old_mean: Array, old_var: Array, eps_mean: Any, eps_cov: Any
+) -> Gaussian | None:
+    """The diagonal projection as one autograd node of the back end, or ``None`` where it has
+    none or the arguments are not all of its kind (then the array path runs, and reports any bad
+    argument). Checks (with validation on) are those of the array path."""
+    fused = _fused_backend(mean, var, old_mean, old_var, eps_mean, eps_cov)
+    if fused is None:
+        return None
+    if B.validation_enabled():
+        _check_diag(mean, var, old_mean, old_var, eps_mean=eps_mean, eps_cov=eps_cov)
+    return fused(mean, var, old_mean, old_var, eps_mean, eps_cov)
+
+
+def _fused_backend(*args: Any) -> Any:
+    """The back end's fused diagonal KL projection (``kl_diag_projection``, torch's) when
+    ``args`` (four arrays, two bounds) suit it, else ``None``; torch is looked up, never imported
+    (NumPy users never import torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(args[0], torch.Tensor):
+        return None
+    if not _TORCH_BACKEND:  # looked up once: the namespace lookup costs microseconds a call
+        _TORCH_BACKEND.append(B.backend(B.namespace(args[0])))
+    backend = _TORCH_BACKEND[0]
+    return backend.kl_diag_projection if backend.fits_kl_diag(*args) else None
+
+
+_TORCH_BACKEND: list[ModuleType] = []
 
 
 class EigenSolution(NamedTuple):
@@ -154,10 +232,9 @@ def kl_cov_eigen_projection(
     old_chol = take(old_chol)
     basis = old_chol @ rot
     lam = 1.0 / _f64(ratio, xp)
-    eps_a, kl_a = _f64(take(eps), xp), _f64(take(kl_now), xp)
-    hx, (lam_h, eps_h, kl_h) = B.to_host(xp, lam, eps_a, kl_a)
+    hx, (lam_h, eps_h) = B.to_host(xp, lam, _f64(take(eps), xp))
     ones = hx.full(eps_h.shape, True)
-    t = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, ones, hx, kl_h)
+    t = kl_cov_root(lam_h, eps_h, ones, hx)
     t = B.from_host(t, xp, lam)
     nu = 1.0 + t[..., None] * (lam - 1.0)
     inv_nu = xp.astype(1.0 / nu, cov.dtype)
@@ -177,14 +254,9 @@ def _diag_projection(
     """
     hx, (var_h, old_h, eps_h) = B.to_host(xp, var, old_var, eps)
     var_h, old_h, eps_h = (hx.asarray(x, dtype=hx.float64) for x in (var_h, old_h, eps_h))
-    kl_h = kl_cov_diag(var_h, old_h, hx)
-    act_h = kl_h > eps_h
-    lam_h = old_h / var_h
-    t_h = solve_in_t(lambda t: kl_cov_curve(lam_h, t, hx), eps_h, act_h, hx, kl_h)
-    nu_h = 1.0 + t_h[..., None] * (lam_h - 1.0)
-    out_h = hx.where(act_h[..., None], old_h / nu_h, var_h)
+    sol = diag_cov_host(var_h, old_h, eps_h, hx)
     std, lam, nu, t, out = (
-        B.from_host(x, xp, var) for x in (hx.sqrt(old_h), lam_h, nu_h, t_h, out_h)
+        B.from_host(x, xp, var) for x in (sol.std, sol.lam, sol.nu, sol.t, sol.cov)
     )
     out = xp.reshape(xp.astype(out, var.dtype), (*batch, int(var.shape[-1])))
     index = xp.arange(int(var.shape[0]), device=_device(var))
@@ -192,8 +264,137 @@ def _diag_projection(
     return EigenSolution(out, index, std, std, lam, nu, t)
 
 
+class DiagCovSolution(NamedTuple):
+    """The diagonal KL covariance projection of every state, float64 host arrays.
+
+    Attributes:
+        cov: ``(..., d)`` projected variances (the input where inactive).
+        std: ``(..., d)`` old standard deviations; lam: ``(..., d)`` ``λ = σ_o²/σ²``;
+        nu: ``(..., d)`` ``ν = 1 + t(λ - 1)``; t: ``(...)`` ``1/(1 + η)``, 1 where inactive.
+    """
+
+    cov: Array
+    std: Array
+    lam: Array
+    nu: Array
+    t: Array
+
+
+def diag_cov_host(var: Array, old_var: Array, eps: Array, hx: ModuleType) -> DiagCovSolution:
+    """Eq. 11 for variance vectors, every state: ``σ̃² = σ_o²/ν`` with ``ν_i = 1 + t(λ_i - 1)`` and
+    ``t`` the root of ``KLcov(t) = ε`` (docs/math.md §3.7, §4.2) where ``KLcov(1) > ε``.
+
+    Args:
+        var, old_var: ``(..., d)`` float64; eps: ``(...)`` float64 (all broadcasting to one
+            batch shape); hx: a host namespace (NumPy).
+    """
+    kl = _kl_cov_diag_host(var, old_var, hx) if hx is np else kl_cov_diag(var, old_var, hx)
+    active = kl > eps
+    lam = old_var / var
+    t = kl_cov_root(lam, eps, active, hx)
+    nu = 1.0 + t[..., None] * (lam - 1.0)
+    out = hx.where(active[..., None], old_var / nu, var)
+    return DiagCovSolution(out, hx.sqrt(old_var), lam, nu, t)
+
+
+def _kl_cov_diag_host(var: Array, old_var: Array, hx: ModuleType) -> Array:
+    """:func:`~trpl_math.divergences.kl_cov_diag` ``(..., d) -> (...)`` on the host, the same
+    values bit for bit: ``φ(x) = x - log1p(x)`` directly, its series (``|x| < 0.01``, as in
+    :func:`~trpl_math.divergences.x_minus_log1p_values`) evaluated only on the entries that
+    need it (none, mostly: ~30 NumPy calls fewer)."""
+    x = var / old_var - 1.0
+    small = hx.abs(x) < 1e-2
+    phi = x - hx.log1p(hx.where(small, 0.0, x))
+    if small.any():
+        xs = x[small]
+        series = hx.zeros_like(xs)
+        for k in range(10, 1, -1):
+            series = (series + (1.0 if k % 2 == 0 else -1.0) / k) * xs
+        phi[small] = series * xs
+    return 0.5 * hx.sum(phi, axis=-1)
+
+
+class DiagMeanSolution(NamedTuple):
+    """The KL mean projection (Eq. 6) for variance vectors, float64 host arrays.
+
+    Attributes:
+        mean: ``(..., d)`` projected means (the input where inactive).
+        diff: ``(..., d)`` ``μ - μ_o``; dist: ``(...)`` ``½ maha(μ, μ_o; Σ_o)``;
+        t: ``(...)`` ``sqrt(ε_μ / dist)``, 1 where inactive; active: ``(...)`` ``dist > ε_μ``.
+    """
+
+    mean: Array
+    diff: Array
+    dist: Array
+    t: Array
+    active: Array
+
+
+def diag_mean_host(
+    mean: Array, old_mean: Array, old_var: Array, eps: Array, hx: ModuleType
+) -> DiagMeanSolution:
+    """Eq. 6 in the old precision, ``μ̃ = μ_o + t (μ - μ_o)``, ``t = sqrt(ε_μ / m)`` where
+    ``m = ½ Σ_i (μ_i - μ_o,i)²/σ²_o,i > ε_μ`` (the operations of :func:`project_mean`, in the
+    same order, so that float64 results agree bit for bit).
+
+    Args:
+        mean, old_mean, old_var: ``(..., d)`` float64; eps: ``(...)`` float64 (broadcasting).
+    """
+    diff = mean - old_mean
+    dist = 0.5 * hx.sum(diff * diff / old_var, axis=-1)
+    active = dist > eps
+    safe = hx.where(active, dist, eps)
+    t = hx.where(active, hx.sqrt(eps / safe), 1.0)
+    out = hx.where(active[..., None], old_mean + t[..., None] * diff, mean)
+    return DiagMeanSolution(out, diff, dist, t, active)
+
+
+def diag_mean_grads(
+    grad: Array,
+    sol: DiagMeanSolution,
+    old_var: Array,
+    eps: Array,
+    hx: ModuleType,
+    need: tuple[bool, bool, bool] = (True, True, True),
+) -> tuple[Array, Array | None, Array | None, Array | None]:
+    """Backward of :func:`diag_mean_host`: with ``G = ∂L/∂μ̃``, ``s = Σ_i G_i (μ_i - μ_o,i)`` and
+    ``c = -s t / (2m)`` (``∂L/∂m``, through ``t = sqrt(ε/m)``), for active states
+
+        ∂L/∂μ = t G + c (μ - μ_o)/σ_o²,   ∂L/∂μ_o = G - ∂L/∂μ,
+        ∂L/∂σ_o² = -½ c (μ - μ_o)²/σ_o⁴,   ∂L/∂ε_μ = s t / (2 ε_μ);
+
+    inactive states pass ``G`` to ``μ`` and 0 elsewhere (docs/math.md §4, Eq. 6).
+
+    Args:
+        grad: ``(..., d)`` float64 of the batch shape of ``sol.mean``; old_var: ``(..., d)``;
+            eps: ``(...)`` (broadcasting).
+        need: whether ``∂L/∂μ_o``, ``∂L/∂σ_o²``, ``∂L/∂ε_μ`` are wanted (else ``None``).
+
+    Returns:
+        ``(∂L/∂μ, ∂L/∂μ_o, ∂L/∂σ_o²)`` ``(..., d)`` and ``∂L/∂ε_μ`` ``(...)``, float64, of the
+        full batch shape.
+    """
+    act = sol.active[..., None]
+    s = hx.sum(grad * sol.diff, axis=-1)
+    c = hx.where(sol.active, -s * sol.t / (2.0 * hx.where(sol.active, sol.dist, 1.0)), 0.0)
+    c_ = c[..., None]
+    g_mean = hx.where(act, sol.t[..., None] * grad + c_ * sol.diff / old_var, grad)
+    g_old_mean = hx.where(act, grad - g_mean, 0.0) if need[0] else None
+    g_old_var = -0.5 * c_ * sol.diff * sol.diff / (old_var * old_var) if need[1] else None
+    g_eps = hx.where(sol.active, s * sol.t / (2.0 * eps), 0.0) if need[2] else None
+    return g_mean, g_old_mean, g_old_var, g_eps
+
+
 def kl_cov_diag_grads(
-    grad: Any, std: Any, lam: Any, nu: Any, t: Any, xp: Any
+    grad: Any,
+    std: Any,
+    lam: Any,
+    nu: Any,
+    t: Any,
+    xp: Any,
+    *,
+    need_old: bool = True,
+    need_eps: bool = True,
 ) -> tuple[Any, Any, Any]:
     """Backward of the diagonal KL covariance projection for every state, in namespace ``xp``.
 
@@ -204,6 +405,7 @@ def kl_cov_diag_grads(
     Args:
         grad: ``(n, d)`` upstream gradient; std: ``(n, d)`` old standard deviations;
         lam, nu: ``(n, d)``; t: ``(n,)``.
+        need_old, need_eps: compute ``∂L/∂Σ_o``, ``∂L/∂ε`` (else ``None`` in their place).
 
     Returns:
         ``(∂L/∂Σ (n, d), ∂L/∂Σ_o (n, d), ∂L/∂ε (n,))``, float64.
@@ -212,18 +414,20 @@ def kl_cov_diag_grads(
     grad, var_o = xp.asarray(grad, dtype=f64), xp.asarray(std, dtype=f64) ** 2
     eta1 = 1.0 / t[..., None]  # η + 1
     active = t < 1.0
-    r = 0.5 * (1.0 / nu**2 - 1.0 / nu)
-    f_eta = -xp.sum(r * (1.0 - nu), axis=-1, keepdims=True) / eta1
-    f_eta = xp.where(active[..., None], f_eta, -1.0)  # 0 where inactive: keep the division finite
+    act = active[..., None]
+    nu2, one_nu = nu**2, 1.0 - nu
+    r = 0.5 * (1.0 / nu2 - 1.0 / nu)
+    f_eta = -xp.sum(r * one_nu, axis=-1, keepdims=True) / eta1
+    f_eta = xp.where(act, f_eta, -1.0)  # 0 where inactive: keep the division finite
     g_hat = grad * var_o
-    c = -xp.sum(g_hat * (1.0 - nu) / nu**2, axis=-1, keepdims=True) / eta1
+    c = -xp.sum(g_hat * one_nu / nu2, axis=-1, keepdims=True) / eta1
     k = c / f_eta
-    m_hat = (g_hat / nu**2 - k * r) / eta1
-    g_cov = xp.where(active[..., None], lam * lam * m_hat / var_o, grad)
-    g_old = xp.where(
-        active[..., None], ((eta1 - 1.0) * m_hat - k * 0.5 * (1.0 - 1.0 / nu)) / var_o, 0.0
-    )
-    return g_cov, g_old, xp.where(active, k[..., 0], 0.0)
+    m_hat = (g_hat / nu2 - k * r) / eta1
+    g_cov = xp.where(act, lam * lam * m_hat / var_o, grad)
+    g_old = None
+    if need_old:
+        g_old = xp.where(act, ((eta1 - 1.0) * m_hat - k * 0.5 * (1.0 - 1.0 / nu)) / var_o, 0.0)
+    return g_cov, g_old, xp.where(active, k[..., 0], 0.0) if need_eps else None
 
 
 class Interpolated(NamedTuple):
