@@ -491,3 +491,58 @@ def test_readme_training_command_says_its_budget():
     text = (ROOT / "README.md").read_text()
     block = text[text.index("trpl train --env Hopper-v5") - 200 : text.index("trpl train") + 300]
     assert "1M" in block or "1,000,000" in block or "--steps" in block
+
+
+class TestFolderLock:
+    """A second process training the same run folder is refused (it would interleave its logs
+    and checkpoints with the first one's), naming the holder's pid."""
+
+    HOLD = (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "f.seek(0); f.truncate(); f.write('4242'); f.flush(); print('held', flush=True); "
+        "time.sleep(60)"
+    )
+
+    def _hold(self, folder: Path):
+        import subprocess
+
+        folder.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", self.HOLD, str(folder / ".lock")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        return proc
+
+    def test_single_run(self, tmp_path):
+        out = tmp_path / "r"
+        proc = self._hold(out)
+        try:
+            cfg = load_config(method="kl", env_id=TOY, overrides=_tiny_overrides(1000))
+            with pytest.raises(
+                run_mod.RunError, match=r"being trained by another process \(pid 4242\)"
+            ):
+                run_mod.train(cfg, out, progress=False)
+            assert not (out / "progress.csv").exists()
+        finally:
+            proc.kill()
+            proc.wait()
+        run_mod.train(cfg, out, progress=False, max_iterations=1)  # free again
+        assert len(_rows(out)) == 1
+
+    def test_many_seeds_and_the_cli(self, tmp_path, capsys):
+        from trpl_math.rl.multiseed import train_seeds
+
+        proc = self._hold(tmp_path / "seed_1")
+        try:
+            cfg = load_config(method="kl", env_id=TOY, overrides=_tiny_overrides(1000))
+            with pytest.raises(run_mod.RunError, match="seed_1 is being trained"):
+                train_seeds(cfg, [0, 1], tmp_path, progress=False)
+            assert not (tmp_path / "seed_0" / "progress.csv").exists()
+            rc = main(["train", "--env", TOY, "--method", "kl", "--seeds", "0", "1",
+                       "--out", str(tmp_path), "--no-progress"])  # fmt: skip
+            assert rc == 2 and "pid 4242" in capsys.readouterr().err
+        finally:
+            proc.kill()
+            proc.wait()

@@ -33,6 +33,7 @@ differ in anything but the seed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import shutil
 import time
@@ -756,6 +757,42 @@ def train_seeds(
     Example:
         >>> train_seeds(cfg, [0, 1, 2, 3], "runs/Hopper-v5/kl")  # doctest: +SKIP
     """
+    from trpl_math.rl.run import folder_lock
+
+    seeds = list(seeds)
+    with contextlib.ExitStack() as stack:
+        for s in seeds:  # another process training one of these folders is refused
+            stack.enter_context(folder_lock(seed_folder(out_dir, s)))
+        return _train_seeds_unlocked(
+            cfg,
+            seeds,
+            out_dir,
+            resume=resume,
+            overwrite=overwrite,
+            compare=compare,
+            progress=progress,
+            max_iterations=max_iterations,
+            deadline=deadline,
+            tensorboard=tensorboard,
+            keep_checkpoints=keep_checkpoints,
+        )
+
+
+def _train_seeds_unlocked(
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    compare: list[str] | None = None,
+    progress: bool = True,
+    max_iterations: int | None = None,
+    deadline: float | None = None,
+    tensorboard: bool = True,
+    keep_checkpoints: bool = False,
+) -> list[Path]:
+    """:func:`train_seeds` without the folder locks."""
     from trpl_math.rl.run import (
         CKPT_NAME,
         CsvLogger,

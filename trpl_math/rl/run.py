@@ -231,6 +231,56 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+LOCK_NAME = ".lock"
+_HELD_LOCKS: dict[Path, Any] = {}
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.lock`` (an exclusive ``flock``) while training into ``out``: a second process
+    training the same run folder would interleave its logs and checkpoints with this one's, so
+    it is refused. Re-entrant within a process; released when the process dies.
+
+    Raises:
+        RunError: another process holds the folder (its pid named).
+    """
+    key = out.resolve()
+    if key in _HELD_LOCKS:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no protection, as before
+        yield
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        f = (out / LOCK_NAME).open("a+")
+    except OSError as exc:
+        raise RunError(f"cannot write the run folder {out}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read().strip() or "unknown"
+        f.close()
+        raise RunError(
+            f"{out} is being trained by another process (pid {pid}); wait for it to stop, "
+            "or train into another folder"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    _HELD_LOCKS[key] = f
+    try:
+        yield
+    finally:
+        del _HELD_LOCKS[key]
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
 def train(
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -267,7 +317,41 @@ def train(
             ``resume`` with settings that differ from the saved ones (one line per field);
             the folder cannot be written.
         CheckpointError: the checkpoint to resume from is corrupted or incomplete.
+
+    Another process training ``out_dir`` at the same time is refused (:func:`folder_lock`).
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"cannot use {out} as a run folder: it is a file")
+    with folder_lock(out):
+        return _train_unlocked(
+            cfg,
+            out,
+            resume=resume,
+            overwrite=overwrite,
+            compare=compare,
+            progress=progress,
+            max_iterations=max_iterations,
+            deadline=deadline,
+            tensorboard=tensorboard,
+            keep_checkpoints=keep_checkpoints,
+        )
+
+
+def _train_unlocked(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    compare: list[str] | None = None,
+    progress: bool = True,
+    max_iterations: int | None = None,
+    deadline: float | None = None,
+    tensorboard: bool = True,
+    keep_checkpoints: bool = False,
+) -> Path:
+    """:func:`train` without the folder lock."""
     if resume and overwrite:
         raise RunError("resume and overwrite exclude each other")
     out = Path(out_dir)
