@@ -80,10 +80,10 @@ def kl_cov_diag(var: Array, old_var: Array, xp: ModuleType) -> Array:
 def w2_plain_cov(cov: Array, old_cov: Array, old_chol: Array, xp: ModuleType) -> Array:
     """Plain W2 covariance part ``tr(Σ + Σ_o - 2 (Σ_o^{1/2} Σ Σ_o^{1/2})^{1/2})``, no cancellation.
 
-    The value is :func:`w2_plain_cov_values` (float64, accurate to ~1e-12 relative even when Σ is
-    close to Σ_o); with torch its gradient is that of the trace formula, ``I - T`` (the same
-    function, written through :func:`trpl_math._backend.sqrtm_psd`, whose backward is finite for
-    repeated eigenvalues), added as ``naive - stop_gradient(naive)``, which is exactly 0.
+    The value is :func:`w2_plain_cov_values` (float64, a sum of squares, docs/math.md §2.2); with
+    torch and JAX its gradient is that of the trace formula, ``I - T`` (the same function,
+    written through :func:`trpl_math._backend.sqrtm_psd`, whose backward is finite for repeated
+    eigenvalues), added as ``naive - stop_gradient(naive)``, which is exactly 0.
 
     Shapes: ``cov, old_cov, old_chol (..., d, d)`` of one batch shape -> ``(...)``.
     """
@@ -100,38 +100,38 @@ def w2_plain_cov(cov: Array, old_cov: Array, old_chol: Array, xp: ModuleType) ->
 
 
 def w2_plain_cov_values(cov: Array, old_cov: Array, xp: ModuleType) -> Array:
-    """Values of :func:`w2_plain_cov` in float64 (no gradient), from the difference ``Δ = Σ - Σ_o``.
+    """Values of :func:`w2_plain_cov` in float64 (no gradient): ``‖L U - L_o‖_F²``.
 
-    In the eigenbasis ``V`` of ``Σ_o = V diag(s) Vᵀ`` (all matrices below rotated into it), with
-    ``P = s^{1/2} Σ s^{1/2}`` and ``Q = s^{1/2} Δ s^{1/2}``, the difference of square roots
-    ``D = P^{1/2} - diag(s)`` solves ``diag(s) D + D diag(s) + D² = Q``, and the W2 covariance part
-    is ``‖(T - I) Σ_o^{1/2}‖_F² = ‖diag(s)^{-1/2} D‖_F²`` (``T`` the optimal transport map;
-    ``tr((T - I) Σ_o (T - I)) = tr Σ + tr Σ_o - 2 tr(T Σ_o)``). With ``P = K diag(a²) Kᵀ``, the
-    Sylvester form ``P^{1/2} D + D diag(s) = Q`` gives ``D = K X`` with
-    ``X_ij = (Kᵀ Q)_ij / (a_i + s_j)``: only sums of positive numbers in the denominators, no
-    difference of large equal traces. One Newton step on the quadratic equation (residual
-    computed from ``Q`` directly, correction ``K[(Kᵀ R K)_ij / (a_i + a_j)]Kᵀ``) removes the
-    error of the eigendecomposition of ``P`` (~u‖P‖), which would otherwise not scale with ``Δ``.
-    Accurate to ~1e-12 relative against 50-digit arithmetic for condition numbers up to 1e8.
+    ``L, L_o`` are the Cholesky factors of ``Σ, Σ_o`` and ``U`` the polar factor of ``Lᵀ L_o``
+    (:func:`w2_plain_factor_gap`, docs/math.md §2.2): a sum of squares of the difference of two
+    factors, no difference of large equal traces. Within a few units of the representability
+    tolerance (the first-order effect of rounding both arguments) of 50-digit arithmetic for
+    condition numbers up to 1e8, near and far pairs alike.
+
+    Shapes: ``cov, old_cov (..., d, d)`` -> ``(...)``.
     """
     cov = xp.asarray(cov, dtype=xp.float64)
     old_cov = xp.asarray(old_cov, dtype=xp.float64)
-    s, v = B.eigh(B.sym(old_cov), xp)
-    s = xp.clip(s, 1e-300, None)
-    rs = xp.sqrt(s)
-    vt = B.mT(v)
-    delta = B.sym(vt @ (cov - old_cov) @ v)
-    p = rs[..., :, None] * B.sym(vt @ cov @ v) * rs[..., None, :]
-    a2, k = B.eigh(B.sym(p), xp)
-    a = xp.sqrt(xp.clip(a2, 0.0, None))
-    q = rs[..., :, None] * delta * rs[..., None, :]
-    kt = B.mT(k)
-    x = (kt @ q) / (a[..., :, None] + s[..., None, :])
-    d = B.sym(k @ x)
-    res = q - (s[..., :, None] + s[..., None, :]) * d - d @ d
-    d = B.sym(d + k @ ((kt @ res @ k) / (a[..., :, None] + a[..., None, :])) @ kt)
-    y = d / rs[..., :, None]
-    return xp.sum(xp.sum(y * y, axis=-1), axis=-1)
+    chol = B.cholesky(cov, xp, name="cov", check=False)
+    old_chol = B.cholesky(old_cov, xp, name="old_cov", check=False)
+    gap = w2_plain_factor_gap(chol, old_chol, xp)
+    return xp.sum(xp.sum(gap * gap, axis=-1), axis=-1)
+
+
+def w2_plain_factor_gap(chol: Array, old_chol: Array, xp: ModuleType) -> Array:
+    """``G = L U - L_o = (T - I) L_o``: the optimally aligned difference of two factors.
+
+    ``U = P Qᵀ`` from the SVD ``Lᵀ L_o = P S Qᵀ`` is the orthogonal matrix that maximises
+    ``tr(Uᵀ Lᵀ L_o)``, so ``‖L U - L_o‖_F² = tr Σ + tr Σ_o - 2 ‖Lᵀ L_o‖_* = W2cov(Σ, Σ_o)``
+    and ``L U = T L_o`` (``T`` the optimal transport map; docs/math.md §2.2, §3.5). For any
+    orthogonal ``U``, ``‖L U - L_o‖_F² ≥ W2cov``: an error of ``U`` along the orthogonal group
+    changes the value to second order only, and never below the distance.
+
+    Shapes: ``chol, old_chol (..., d, d)`` lower triangular (any namespace with ``linalg.svd``)
+    -> ``(..., d, d)``.
+    """
+    p, _, qt = xp.linalg.svd(B.mT(chol) @ old_chol)
+    return chol @ (p @ qt) - old_chol
 
 
 # --- public measures ------------------------------------------------------------------------
