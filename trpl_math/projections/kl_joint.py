@@ -18,6 +18,8 @@ __all__ = ["kl_joint_projection"]
 
 _LOG_2PIE = math.log(2.0 * math.pi * math.e)
 FEASIBLE_ITER = 60  # bracket steps of _feasible_root
+_U64 = 2.0**-53  # unit roundoff of float64
+NEAR_X = 0.5  # max |b/ν_i - 1| up to which Σ̃ is built as Σ_o + V diag(x) Vᵀ
 
 
 @B.working_precision("float64")
@@ -167,14 +169,24 @@ def _shape_x(lam: Array, t: Array, log_b_min0: Array | None, xp: Any) -> tuple[A
     return x, (1.0 + b_minus_one[..., None]) / nu, nu
 
 
-def _kl_at(lam: Array, z: Array, t: Array, log_b_min0: Array | None, xp: Any) -> Array:
+def _kl_at(
+    lam: Array, z: Array, t: Array, log_b_min0: Array | None, xp: Any
+) -> tuple[Array, Array]:
     """``KL(π̃(t) ‖ π_o) = ½ Σ_i [φ(x_i) + m_i²]`` of the result :func:`_eigen_result` builds
-    (docs/math.md §3.8; ``φ(x) = x - log(1 + x)``, its series near 0, ``x - log r`` elsewhere).
-    Shapes: ``(..., d)``, ``(...)`` -> ``(...)``."""
+    (docs/math.md §3.8; ``φ(x) = x - log(1 + x)``: its series near 0, ``x - log1p(x)`` for
+    ``r ≥ ½``, ``x - log r`` below), and a bound on the rounding error of that evaluation:
+    ``8u`` times the magnitudes summed (``4|x_i| + |log r_i|`` where the difference cancels,
+    ``φ_i`` for the series, ``m_i²``).
+    Shapes: ``(..., d)``, ``(...)`` -> ``(...)`` each."""
     x, r, nu = _shape_x(lam, t, log_b_min0, xp)
     m = t[..., None] * lam * z / nu
-    phi = xp.where(xp.abs(x) < 1e-2, x_minus_log1p_values(x, xp), x - xp.log(r))
-    return 0.5 * xp.sum(phi + m * m, axis=-1)
+    # log1p(x) from the accurate x where r ≥ ½ (x's relative error stays relative), log r below
+    # (log1p of x ≈ -1 would amplify x's error by 1/r)
+    log_r = xp.where(r >= 0.5, xp.log1p(xp.where(r >= 0.5, x, xp.zeros_like(x))), xp.log(r))
+    small = xp.abs(x) < 1e-2
+    phi = xp.where(small, x_minus_log1p_values(x, xp), x - log_r)
+    size = xp.where(small, phi, 4.0 * xp.abs(x) + xp.abs(log_r)) + m * m
+    return 0.5 * xp.sum(phi + m * m, axis=-1), (8.0 * _U64) * 0.5 * xp.sum(size, axis=-1)
 
 
 def _feasible_root(
@@ -186,19 +198,21 @@ def _feasible_root(
     active: Array,
     xp: Any,
 ) -> Array:
-    """The largest ``t`` found with ``KL(t) ≤ ε`` (:func:`_kl_at`), starting from ``t``.
+    """The largest ``t`` found with ``KL(t) + err(t) ≤ ε`` (:func:`_kl_at`), starting from ``t``.
 
     The root finder's ``t`` may be short of convergence where the curve is steep near ``t = 1``
     (generalised eigenvalues near 0: ``ν_i = 1 - t``), or over ``ε`` by its tolerance. Here a
     bracket ``[lo, hi]`` with ``KL(lo) ≤ ε < KL(hi)`` (from ``t``, the power-law guess
     ``t sqrt(ε / KL(t))``, and ``0`` or ``1``) is shrunk by Illinois regula falsi on
     ``KL/ε - 1`` for at most :data:`FEASIBLE_ITER` steps, and ``lo`` is returned: the result
-    lands on the bound from the feasible side. Float64, host namespace, no gradient.
+    lands on the bound from the feasible side, by at most the evaluation's own rounding error
+    (``err``, ~1e-14 relative) inside. Float64, host namespace, no gradient.
     Shapes: ``lam, z (..., d)``; ``t, log_b_min0, eps, active (...)`` -> ``(...)``.
     """
 
     def g(x: Array) -> Array:
-        return _kl_at(lam, z, x, log_b_min0, xp) / eps - 1.0
+        kl, err = _kl_at(lam, z, x, log_b_min0, xp)
+        return (kl + err) / eps - 1.0
 
     g0 = g(t)
     guess = xp.clip(t * xp.sqrt(eps / (g0 + 1.0)), 0.0, 1.0)
@@ -255,19 +269,25 @@ def _eigen_result(
     :func:`trpl_math.projections._kl_solver.joint_curve` measures, so the KL of the returned
     matrices is the curve's value at the root ``t`` up to their rounding (and to that of ``L_o``),
     whatever the accuracy of ``U``; ``log|Σ̃| = log|L_o L_oᵀ| + Σ log(b/ν_i)``, so ``H(π̃) = β``
-    where the entropy binds, with the same ``log|Σ_o|`` that fixed ``b``.
+    where the entropy binds, with the same ``log|Σ_o|`` that fixed ``b``. Near the old policy
+    (``max |x_i| ≤`` :data:`NEAR_X`) the same matrix is formed as ``Σ_o + V diag(x) Vᵀ``,
+    whose rounding error scales with ``x`` (the product's, ~``d u``, would be ~``2 d u / |x|``
+    of the KL).
 
     Shapes: ``old_mean (..., d)``; ``old_cov (..., d, d)`` (``(..., d)`` diagonal, then ``basis``
     is ``(..., d)`` standard deviations); ``lam, z (..., d)``; ``basis (..., d, d)``;
     ``t, log_b_min0 (...)`` -> ``((..., d), old_cov's shape)``.
     """
-    _, r, nu = _shape_x(lam, t, log_b_min0, xp)
+    x, r, nu = _shape_x(lam, t, log_b_min0, xp)
     m = t[..., None] * lam * z / nu
     old_mean, old_cov = xp.astype(old_mean, xp.float64), xp.astype(old_cov, xp.float64)
     if diag:  # V = diag(σ_o)
         return old_mean + basis * m, old_cov * r
     mean = old_mean + xp.sum(basis * m[..., None, :], axis=-1)
-    return mean, B.sym((basis * r[..., None, :]) @ B.mT(basis))
+    product = (basis * r[..., None, :]) @ B.mT(basis)
+    difference = old_cov + (basis * x[..., None, :]) @ B.mT(basis)
+    near = xp.max(xp.abs(x), axis=-1) <= NEAR_X
+    return mean, B.sym(xp.where(near[..., None, None], difference, product))
 
 
 def _implicit_graph(
