@@ -19,6 +19,8 @@ from trpl_math.types import DivergenceParts
 
 __all__ = ["entropy", "frobenius_distance", "kl_divergence", "wasserstein_distance"]
 
+NEAR_REL = 1e-2  # ‖Σ - Σ_o‖_F / ‖Σ_o‖_F up to which w2_plain_cov_values uses the Sylvester form
+
 
 # --- building blocks shared with the projections -------------------------------------------
 
@@ -80,10 +82,10 @@ def kl_cov_diag(var: Array, old_var: Array, xp: ModuleType) -> Array:
 def w2_plain_cov(cov: Array, old_cov: Array, old_chol: Array, xp: ModuleType) -> Array:
     """Plain W2 covariance part ``tr(Σ + Σ_o - 2 (Σ_o^{1/2} Σ Σ_o^{1/2})^{1/2})``, no cancellation.
 
-    The value is :func:`w2_plain_cov_values` (float64, accurate to ~1e-12 relative even when Σ is
-    close to Σ_o); with torch its gradient is that of the trace formula, ``I - T`` (the same
-    function, written through :func:`trpl_math._backend.sqrtm_psd`, whose backward is finite for
-    repeated eigenvalues), added as ``naive - stop_gradient(naive)``, which is exactly 0.
+    The value is :func:`w2_plain_cov_values` (float64, a sum of squares, docs/math.md §2.2); with
+    torch and JAX its gradient is that of the trace formula, ``I - T`` (the same function,
+    written through :func:`trpl_math._backend.sqrtm_psd`, whose backward is finite for repeated
+    eigenvalues), added as ``naive - stop_gradient(naive)``, which is exactly 0.
 
     Shapes: ``cov, old_cov, old_chol (..., d, d)`` of one batch shape -> ``(...)``.
     """
@@ -100,7 +102,34 @@ def w2_plain_cov(cov: Array, old_cov: Array, old_chol: Array, xp: ModuleType) ->
 
 
 def w2_plain_cov_values(cov: Array, old_cov: Array, xp: ModuleType) -> Array:
-    """Values of :func:`w2_plain_cov` in float64 (no gradient), from the difference ``Δ = Σ - Σ_o``.
+    """Values of :func:`w2_plain_cov` in float64 (no gradient): ``‖L U - L_o‖_F²``.
+
+    ``L, L_o`` are the Cholesky factors of ``Σ, Σ_o`` and ``U`` the polar factor of ``Lᵀ L_o``
+    (:func:`w2_plain_factor_gap`, docs/math.md §2.2): a sum of squares of the difference of two
+    factors, no difference of large equal traces, within the representability tolerance (the
+    first-order effect of rounding both arguments) of 50-digit arithmetic for condition numbers
+    up to 1e8. For near pairs (relative difference ≤ :data:`NEAR_REL`) the Sylvester form
+    :func:`_w2_plain_cov_sylvester`, accurate to ~1e-12 relative there.
+
+    Shapes: ``cov, old_cov (..., d, d)`` -> ``(...)``.
+    """
+    cov = xp.asarray(cov, dtype=xp.float64)
+    old_cov = xp.asarray(old_cov, dtype=xp.float64)
+    chol = B.cholesky(cov, xp, name="cov", check=False)
+    old_chol = B.cholesky(old_cov, xp, name="old_cov", check=False)
+    gap = w2_plain_factor_gap(chol, old_chol, xp)
+    polar = xp.sum(xp.sum(gap * gap, axis=-1), axis=-1)
+    # Near pairs (‖Σ - Σ_o‖_F ≤ 1e-2 ‖Σ_o‖_F): the Sylvester form keeps its relative accuracy
+    # (~1e-12) where the polar form's is only within the representability tolerance.
+    delta = cov - old_cov
+    near = xp.sum(xp.sum(delta * delta, axis=-1), axis=-1) <= NEAR_REL**2 * xp.sum(
+        xp.sum(old_cov * old_cov, axis=-1), axis=-1
+    )
+    return xp.where(near, _w2_plain_cov_sylvester(cov, old_cov, xp), polar)
+
+
+def _w2_plain_cov_sylvester(cov: Array, old_cov: Array, xp: ModuleType) -> Array:
+    """Plain W2 covariance part in float64 from the difference ``Δ = Σ - Σ_o`` (near pairs).
 
     In the eigenbasis ``V`` of ``Σ_o = V diag(s) Vᵀ`` (all matrices below rotated into it), with
     ``P = s^{1/2} Σ s^{1/2}`` and ``Q = s^{1/2} Δ s^{1/2}``, the difference of square roots
@@ -132,6 +161,22 @@ def w2_plain_cov_values(cov: Array, old_cov: Array, xp: ModuleType) -> Array:
     d = B.sym(d + k @ ((kt @ res @ k) / (a[..., :, None] + a[..., None, :])) @ kt)
     y = d / rs[..., :, None]
     return xp.sum(xp.sum(y * y, axis=-1), axis=-1)
+
+
+def w2_plain_factor_gap(chol: Array, old_chol: Array, xp: ModuleType) -> Array:
+    """``G = L U - L_o = (T - I) L_o``: the optimally aligned difference of two factors.
+
+    ``U = P Qᵀ`` from the SVD ``Lᵀ L_o = P S Qᵀ`` is the orthogonal matrix that maximises
+    ``tr(Uᵀ Lᵀ L_o)``, so ``‖L U - L_o‖_F² = tr Σ + tr Σ_o - 2 ‖Lᵀ L_o‖_* = W2cov(Σ, Σ_o)``
+    and ``L U = T L_o`` (``T`` the optimal transport map; docs/math.md §2.2, §3.5). For any
+    orthogonal ``U``, ``‖L U - L_o‖_F² ≥ W2cov``: an error of ``U`` along the orthogonal group
+    changes the value to second order only, and never below the distance.
+
+    Shapes: ``chol, old_chol (..., d, d)`` lower triangular (any namespace with ``linalg.svd``)
+    -> ``(..., d, d)``.
+    """
+    p, _, qt = xp.linalg.svd(B.mT(chol) @ old_chol)
+    return chol @ (p @ qt) - old_chol
 
 
 # --- public measures ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from trpl_math import _backend as B
 from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_level, prepare_pair
-from trpl_math.divergences import x_minus_log1p
+from trpl_math.divergences import x_minus_log1p, x_minus_log1p_values
 from trpl_math.projections._kl_solver import joint_curve, solve_in_t
 from trpl_math.projections.kl import Pencil, _f64
 from trpl_math.types import Gaussian
@@ -17,9 +17,9 @@ from trpl_math.types import Gaussian
 __all__ = ["kl_joint_projection"]
 
 _LOG_2PIE = math.log(2.0 * math.pi * math.e)
-POLISH_TRIGGER = 1e-10  # |KL(η*) - ε| / ε above which η* is polished on the direct evaluation
-POLISH_TOL = 1e-14
-POLISH_ITER = 12
+FEASIBLE_ITER = 60  # bracket steps of _feasible_root
+_U64 = 2.0**-53  # unit roundoff of float64
+NEAR_X = 0.5  # max |b/ν_i - 1| up to which Σ̃ is built as Σ_o + V diag(x) Vᵀ
 
 
 @B.working_precision("float64")
@@ -132,75 +132,214 @@ def kl_joint_projection(
         kl, dkl, _ = joint_curve(lam_h, z_h, t, log_b_h, hx)
         return kl, dkl
 
-    t = B.from_host(solve_in_t(curve, eps_h, solve_h, hx, kl1_h), xp, lam)
-    _, dkl_dt, b = joint_curve(lam, z, t, log_b_min0, xp)
-    ent_active = b > 1.0
-    eta_star = xp.astype((1.0 - t) / t, p.cov.dtype)
-    deta = xp.astype(-t * t * dkl_dt, p.cov.dtype)
-
-    def evaluate(eta: Array) -> tuple[Array, Array, Array]:
-        interp = pencil.interpolate(eta, diff)
-        a = 1.0 + eta
-        if beta is not None:
-            # a such that H(π̃) = β exactly: d log a = 2β - d log 2πe - log|Σ_o| + log|K| - log|Σ|.
-            a_ent = xp.exp((target - old_log_det + interp.logdet_k - log_det) / d)
-            a = xp.where(ent_active, a_ent, a)
-        cov_t = a[ex] * interp.cov
-        kl = 0.5 * pencil.maha_old(interp.mean_offset) + pencil.kl_cov(cov_t)
-        return kl - eps_, p.old_mean + interp.mean_offset, cov_t
-
-    # One differentiable evaluation at the root η* (θ-gradients at fixed η), plus the first-order
-    # term d(out)/dη · (η - η*) with d(out)/dη constant (from the eigenbasis) and η from the
-    # implicit Newton step: its gradient is the implicit one, its value a Newton polish of η*.
-    eta_c = B.stop_gradient(eta_star, xp)
-    f, mean_t, cov_t = evaluate(eta_c)
-    safe = B.stop_gradient(xp.where(solve, deta, xp.ones_like(deta)), xp)
-    f_c = B.stop_gradient(f, xp)
-    eps_c = B.stop_gradient(eps_, xp)
-    if B.any_true(solve & ~(xp.abs(f_c) <= POLISH_TRIGGER * eps_c), xp):
-        # The eigenbasis curve was inexact (ill-conditioned pair): polish η* on the direct
-        # evaluation first, so that the single Newton step below starts at the root.
-        eta_c = _polish(
-            lambda e: B.stop_gradient(evaluate(e)[0], xp), eta_c, f_c, safe, solve, eps_c, xp
-        )
-        f, mean_t, cov_t = evaluate(eta_c)
-    eta = xp.where(solve, eta_c - f / safe, xp.zeros_like(eta_c))
-    step = eta - eta_c
-    dmean, dcov = _eta_derivative(lam, z, t, b, ent_active, basis, diag, xp)
-    mean_t = mean_t + xp.astype(dmean, p.mean.dtype) * step[..., None]
-    cov_t = cov_t + xp.astype(dcov, p.cov.dtype) * step[ex]
+    t_h = solve_in_t(curve, eps_h, solve_h, hx, kl1_h)
+    t_h = _feasible_root(lam_h, z_h, t_h, log_b_h, eps_h, solve_h, hx)
+    t = B.from_host(t_h, xp, lam)
+    old = (B.stop_gradient(p.old_mean, xp), B.stop_gradient(p.old_cov, xp))
+    value_mean, value_cov = _eigen_result(*old, lam, z, basis, t, log_b_min0, diag, xp)
+    mean_t = xp.astype(value_mean, p.mean.dtype)
+    cov_t = xp.astype(value_cov, p.cov.dtype)
+    if B.backend(xp).autograd:
+        graph_mean, graph_cov = _implicit_graph(
+            pencil, p.old_mean, diff, eps_, beta, log_det, old_log_det, lam, z, basis, t,
+            log_b_min0, solve, diag, xp,
+        )  # fmt: skip
+        mean_t = mean_t + (graph_mean - B.stop_gradient(graph_mean, xp))
+        cov_t = cov_t + (graph_cov - B.stop_gradient(graph_cov, xp))
     return Gaussian(
         xp.where(solve[..., None], mean_t, out_mean), xp.where(solve[ex], cov_t, out_cov)
     )
 
 
-def _polish(
-    fun: Any, eta: Array, f: Array, slope: Array, active: Array, eps: Array, xp: Any
-) -> Array:
-    """Secant iterations on ``f(η) = KL(π̃(η) ‖ π_o) - ε`` from ``η`` (detached, ``η ≥ 0``).
+def _shape_x(lam: Array, t: Array, log_b_min0: Array | None, xp: Any) -> tuple[Array, Array, Array]:
+    """``(x, r, ν)``: ``r_i = b/ν_i``, the eigenvalues of the whitened projected covariance, and
+    ``x_i = r_i - 1 = ((b - 1) - t (λ_i - 1)) / ν_i`` without cancellation, with
+    ``ν_i = 1 + t(λ_i - 1)`` (docs/math.md §3.8). ``r`` is formed directly (``1 + x`` would lose
+    its relative accuracy where ``r ≪ 1``). Shapes: ``lam (..., d)``, ``t, log_b_min0 (...)``
+    -> ``(..., d)`` each."""
+    tt = t[..., None]
+    dl = lam - 1.0
+    nu = 1.0 + tt * dl
+    if log_b_min0 is None:
+        b_minus_one = xp.zeros_like(t)
+    else:
+        log_b = log_b_min0 + xp.mean(xp.log(nu), axis=-1)
+        b_minus_one = xp.expm1(xp.clip(log_b, 0.0, None))
+    x = (b_minus_one[..., None] - tt * dl) / nu
+    return x, (1.0 + b_minus_one[..., None]) / nu, nu
 
-    ``f`` decreases in η; the first step uses ``slope`` (the curve's ``∂f/∂η``), later ones the
-    secant through the last two direct evaluations. States with ``|f| ≤ POLISH_TOL ε`` (or
-    inactive) keep their η.
+
+def _kl_at(
+    lam: Array, z: Array, t: Array, log_b_min0: Array | None, xp: Any
+) -> tuple[Array, Array]:
+    """``KL(π̃(t) ‖ π_o) = ½ Σ_i [φ(x_i) + m_i²]`` of the result :func:`_eigen_result` builds
+    (docs/math.md §3.8; ``φ(x) = x - log(1 + x)``: its series near 0, ``x - log1p(x)`` for
+    ``r ≥ ½``, ``x - log r`` below), and a bound on the rounding error of that evaluation:
+    ``8u`` times the magnitudes summed (``4|x_i| + |log r_i|`` where the difference cancels,
+    ``φ_i`` for the series, ``m_i²``).
+    Shapes: ``(..., d)``, ``(...)`` -> ``(...)`` each."""
+    x, r, nu = _shape_x(lam, t, log_b_min0, xp)
+    m = t[..., None] * lam * z / nu
+    # log1p(x) from the accurate x where r ≥ ½ (x's relative error stays relative), log r below
+    # (log1p of x ≈ -1 would amplify x's error by 1/r)
+    log_r = xp.where(r >= 0.5, xp.log1p(xp.where(r >= 0.5, x, xp.zeros_like(x))), xp.log(r))
+    small = xp.abs(x) < 1e-2
+    phi = xp.where(small, x_minus_log1p_values(x, xp), x - log_r)
+    size = xp.where(small, phi, 4.0 * xp.abs(x) + xp.abs(log_r)) + m * m
+    return 0.5 * xp.sum(phi + m * m, axis=-1), (8.0 * _U64) * 0.5 * xp.sum(size, axis=-1)
+
+
+def _feasible_root(
+    lam: Array,
+    z: Array,
+    t: Array,
+    log_b_min0: Array | None,
+    eps: Array,
+    active: Array,
+    xp: Any,
+) -> Array:
+    """The largest ``t`` found with ``KL(t) + err(t) ≤ ε`` (:func:`_kl_at`), starting from ``t``.
+
+    The root finder's ``t`` may be short of convergence where the curve is steep near ``t = 1``
+    (generalised eigenvalues near 0: ``ν_i = 1 - t``), or over ``ε`` by its tolerance. Here a
+    bracket ``[lo, hi]`` with ``KL(lo) ≤ ε < KL(hi)`` (from ``t``, the power-law guess
+    ``t sqrt(ε / KL(t))``, and ``0`` or ``1``) is shrunk by Illinois regula falsi on
+    ``KL/ε - 1`` for at most :data:`FEASIBLE_ITER` steps, and ``lo`` is returned: the result
+    lands on the bound from the feasible side, by at most the evaluation's own rounding error
+    (``err``, ~1e-14 relative) inside. Float64, host namespace, no gradient.
+    Shapes: ``lam, z (..., d)``; ``t, log_b_min0, eps, active (...)`` -> ``(...)``.
     """
-    done = ~active | (xp.abs(f) <= POLISH_TOL * eps)
-    prev_eta, prev_f = eta, f
-    step = xp.where(done, xp.zeros_like(f), f / slope)
-    new = xp.where(eta - step >= 0, eta - step, 0.5 * eta)
-    for _ in range(POLISH_ITER):
-        f_new = fun(new)
-        diff = new - prev_eta
-        ok = xp.isfinite(f_new)
-        done = done | ~ok | (xp.abs(f_new) <= POLISH_TOL * eps)
-        eta = xp.where(done & ~ok, eta, new)
-        if B.all_true(done, xp):
+
+    def g(x: Array) -> Array:
+        kl, err = _kl_at(lam, z, x, log_b_min0, xp)
+        return (kl + err) / eps - 1.0
+
+    g0 = g(t)
+    guess = xp.clip(t * xp.sqrt(eps / (g0 + 1.0)), 0.0, 1.0)
+    g1 = g(guess)
+    zero, one = xp.zeros_like(t), xp.ones_like(t)
+    # lo: the largest feasible of {0, guess, t}; hi: the smallest infeasible of {guess, t, 1}.
+    lo, g_lo = zero, -one
+    hi, g_hi = one, g(one)
+    for x, gx in ((guess, g1), (t, g0)):
+        feasible = gx <= 0.0
+        up = feasible & (x > lo)
+        lo, g_lo = xp.where(up, x, lo), xp.where(up, gx, g_lo)
+        down = ~feasible & (x < hi)
+        hi, g_hi = xp.where(down, x, hi), xp.where(down, gx, g_hi)
+    side = xp.zeros_like(t)  # +1: lo moved last, -1: hi moved last
+    for _ in range(FEASIBLE_ITER):
+        done = ~active | (hi - lo <= 4e-16 * hi) | (g_lo == 0.0)
+        if not B.backend(xp).traced(lo) and B.all_true(done, xp):
             break
-        secant = (f_new - prev_f) / xp.where(diff != 0, diff, xp.ones_like(diff))
-        secant = xp.where((diff != 0) & (secant < 0), secant, slope)
-        prev_eta, prev_f = new, f_new
-        cand = new - f_new / secant
-        new = xp.where(done, new, xp.where(cand >= 0, cand, 0.5 * new))
-    return xp.where(active, eta, xp.zeros_like(eta))
+        span = g_hi - g_lo
+        ok = xp.isfinite(span) & (span > 0)
+        x = lo - g_lo * (hi - lo) / xp.where(ok, span, one)
+        x = xp.where(ok & (x > lo) & (x < hi), x, 0.5 * (lo + hi))
+        gx = g(x)
+        feasible = (gx <= 0.0) & ~done
+        infeasible = (gx > 0.0) & ~done
+        # Illinois: an endpoint kept twice in a row has its value halved (superlinear, no stall).
+        g_hi = xp.where(feasible & (side > 0), 0.5 * g_hi, g_hi)
+        g_lo = xp.where(infeasible & (side < 0), 0.5 * g_lo, g_lo)
+        lo, g_lo = xp.where(feasible, x, lo), xp.where(feasible, gx, g_lo)
+        hi, g_hi = xp.where(infeasible, x, hi), xp.where(infeasible, gx, g_hi)
+        side = xp.where(feasible, one, xp.where(infeasible, -one, side))
+    return xp.where(active, lo, t)
+
+
+def _eigen_result(
+    old_mean: Array,
+    old_cov: Array,
+    lam: Array,
+    z: Array,
+    basis: Array,
+    t: Array,
+    log_b_min0: Array | None,
+    diag: bool,
+    xp: Any,
+) -> tuple[Array, Array]:
+    """The projected policy at ``t`` built in the generalised eigenbasis (float64; detached
+    inputs, no gradient).
+
+    ``μ̃ = μ_o + V m`` and ``Σ̃ = V diag(b/ν) Vᵀ`` with ``m_i = t λ_i z_i / ν_i`` and
+    ``x_i = b/ν_i - 1 = ((b - 1) - t (λ_i - 1)) / ν_i`` (docs/math.md §3.8; ``V = L_o U``, ``U``
+    orthogonal, ``V Vᵀ = L_o L_oᵀ``): whitened by ``L_o`` the result has exactly the
+    eigenvalues ``b/ν_i`` and the mean offset ``m`` that
+    :func:`trpl_math.projections._kl_solver.joint_curve` measures, so the KL of the returned
+    matrices is the curve's value at the root ``t`` up to their rounding (and to that of ``L_o``),
+    whatever the accuracy of ``U``; ``log|Σ̃| = log|L_o L_oᵀ| + Σ log(b/ν_i)``, so ``H(π̃) = β``
+    where the entropy binds, with the same ``log|Σ_o|`` that fixed ``b``. Near the old policy
+    (``max |x_i| ≤`` :data:`NEAR_X`) the same matrix is formed as ``Σ_o + V diag(x) Vᵀ``,
+    whose rounding error scales with ``x`` (the product's, ~``d u``, would be ~``2 d u / |x|``
+    of the KL).
+
+    Shapes: ``old_mean (..., d)``; ``old_cov (..., d, d)`` (``(..., d)`` diagonal, then ``basis``
+    is ``(..., d)`` standard deviations); ``lam, z (..., d)``; ``basis (..., d, d)``;
+    ``t, log_b_min0 (...)`` -> ``((..., d), old_cov's shape)``.
+    """
+    x, r, nu = _shape_x(lam, t, log_b_min0, xp)
+    m = t[..., None] * lam * z / nu
+    old_mean, old_cov = xp.astype(old_mean, xp.float64), xp.astype(old_cov, xp.float64)
+    if diag:  # V = diag(σ_o)
+        return old_mean + basis * m, old_cov * r
+    mean = old_mean + xp.sum(basis * m[..., None, :], axis=-1)
+    product = (basis * r[..., None, :]) @ B.mT(basis)
+    difference = old_cov + (basis * x[..., None, :]) @ B.mT(basis)
+    near = xp.max(xp.abs(x), axis=-1) <= NEAR_X
+    return mean, B.sym(xp.where(near[..., None, None], difference, product))
+
+
+def _implicit_graph(
+    pencil: Pencil,
+    old_mean: Array,
+    diff: Array,
+    eps: Array,
+    beta: Array | None,
+    log_det: Array,
+    old_log_det: Array,
+    lam: Array,
+    z: Array,
+    basis: Array,
+    t: Array,
+    log_b_min0: Array | None,
+    solve: Array,
+    diag: bool,
+    xp: Any,
+) -> tuple[Array, Array]:
+    """The differentiable result whose gradient is the implicit one (docs/math.md §4.3).
+
+    One evaluation of the precision interpolation at the root ``η* = (1 - t)/t`` (θ-gradients
+    at fixed η) plus the first-order term ``d(out)/dη · (η - η*)`` with ``d(out)/dη`` constant
+    (from the eigenbasis) and ``η`` from one implicit Newton step. Its value equals the
+    eigenbasis result only to the accuracy of the pencil (it is replaced by
+    :func:`_eigen_result` in the forward pass); its gradient is the one of the KKT system.
+
+    Shapes: as :func:`kl_joint_projection`'s, batch ``(...)``.
+    """
+    d, ex = lam.shape[-1], pencil.ex
+    _, dkl_dt, b = joint_curve(lam, z, t, log_b_min0, xp)
+    ent_active = b > 1.0
+    dtype = pencil.cov.dtype
+    eta_c = B.stop_gradient(xp.astype((1.0 - t) / t, dtype), xp)
+    deta = xp.astype(-t * t * dkl_dt, dtype)
+    interp = pencil.interpolate(eta_c, diff)
+    a = 1.0 + eta_c
+    if beta is not None:
+        # a such that H(π̃) = β exactly: d log a = 2β - d log 2πe - log|Σ_o| + log|K| - log|Σ|.
+        target = 2.0 * beta - d * _LOG_2PIE
+        a_ent = xp.exp((target - old_log_det + interp.logdet_k - log_det) / d)
+        a = xp.where(ent_active, a_ent, a)
+    cov_t = a[ex] * interp.cov
+    f = 0.5 * pencil.maha_old(interp.mean_offset) + pencil.kl_cov(cov_t) - eps
+    mean_t = old_mean + interp.mean_offset
+    safe = B.stop_gradient(xp.where(solve, deta, xp.ones_like(deta)), xp)
+    eta = xp.where(solve, eta_c - f / safe, xp.zeros_like(eta_c))
+    step = eta - eta_c
+    dmean, dcov = _eta_derivative(lam, z, t, b, ent_active, basis, diag, xp)
+    mean_t = mean_t + xp.astype(dmean, mean_t.dtype) * step[..., None]
+    cov_t = cov_t + xp.astype(dcov, dtype) * step[ex]
+    return mean_t, cov_t
 
 
 def _eta_derivative(

@@ -9,7 +9,7 @@ from trpl_math import _backend as B
 from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_cov, prepare_pair
-from trpl_math.divergences import maha_chol, w2_plain_cov
+from trpl_math.divergences import maha_chol, w2_plain_factor_gap
 from trpl_math.projections.mean import project_mean, shrink_factor
 from trpl_math.types import Gaussian
 
@@ -207,9 +207,30 @@ def _geodesic_cov(
         t, active = shrink_factor(xp.sum(xp.sum(gap * gap, axis=-1), axis=-1), eps, xp)
         # L_o ((1-t) I + t A^{1/2}) = L_o + t L_o (A^{1/2} - I)
         return _expand_square(old_cov, old_chol, old_chol @ gap, t, xp), active
-    # Plain: with R = (L_oᵀ Σ L_o)^{1/2}, T = L_o⁻ᵀ R L_o⁻¹ and T L_o = L_o⁻ᵀ R. The distance
-    # that fixes t comes without cancellation (w2_plain_cov), so that Σ(t) lands on the bound.
-    root = B.sqrtm_psd(B.sym(B.mT(old_chol) @ cov @ old_chol), xp)
-    t, active = shrink_factor(w2_plain_cov(cov, old_cov, old_chol, xp), eps, xp)
-    transported = B.solve_tril(old_chol, root, xp, transpose=True)
-    return _expand_square(old_cov, old_chol, transported - old_chol, t, xp), active
+    return _plain_geodesic_cov(cov, chol, old_cov, old_chol, eps, xp)
+
+
+def _plain_geodesic_cov(
+    cov: Array, chol: Array, old_cov: Array, old_chol: Array, eps: Array, xp: ModuleType
+) -> tuple[Array, Array]:
+    """Plain exact projection: ``F(t) = L_o + t G``, ``G = L U - L_o = (T - I) L_o``.
+
+    ``G`` comes in float64 from the polar factor ``U`` of ``Lᵀ L_o``
+    (:func:`trpl_math.divergences.w2_plain_factor_gap`, docs/math.md §3.5): no solve with the
+    ill-conditioned ``L_o``, and ``W2cov = ‖G‖_F²`` is a sum of squares. The same ``G`` fixes
+    ``t = sqrt(ε / ‖G‖_F²)`` and builds ``Σ̃ = F Fᵀ``; since ``F(t) - L_o = t G`` with an
+    orthogonal ``U``, ``W2cov(F Fᵀ, L_o L_oᵀ) ≤ t² ‖G‖_F² = ε`` holds whatever the error of
+    ``U``: the result is feasible up to the rounding of ``Σ̃`` itself. With torch and JAX the
+    gradient is that of ``G = L_o⁻ᵀ (L_oᵀ Σ L_o)^{1/2} - L_o`` (the same matrix), added as
+    ``g - stop_gradient(g)``, which is exactly 0.
+
+    Shapes: ``cov, chol, old_cov, old_chol (..., d, d)``, ``eps (...)`` -> ``((..., d, d), (...))``.
+    """
+    host, (c_h, o_h) = B.to_host(xp, chol, old_chol)
+    gap = xp.astype(B.from_host(w2_plain_factor_gap(c_h, o_h, host), xp, cov), cov.dtype)
+    if B.backend(xp).autograd:
+        root = B.sqrtm_psd(B.sym(B.mT(old_chol) @ cov @ old_chol), xp)
+        graph = B.solve_tril(old_chol, root, xp, transpose=True) - old_chol
+        gap = gap + (graph - B.stop_gradient(graph, xp))
+    t, active = shrink_factor(xp.sum(xp.sum(gap * gap, axis=-1), axis=-1), eps, xp)
+    return _expand_square(old_cov, old_chol, gap, t, xp), active
