@@ -253,6 +253,7 @@ def folder_lock(out: Path) -> Iterator[None]:
     except ImportError:  # no flock (Windows): no protection, as before
         yield
         return
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         f = (out / LOCK_NAME).open("a+")
@@ -277,6 +278,10 @@ def folder_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         del _HELD_LOCKS[key]
+        # a folder made for a run that wrote nothing (a bad env id, ...) does not stay behind
+        if created and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            (out / LOCK_NAME).unlink()
+            out.rmdir()
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
 
