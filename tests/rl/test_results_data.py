@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from trpl_math.rl.analysis import diagnostics_rows, load_runs, table_rows
+from trpl_math.rl.config import migrate_legacy_keys
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 #: (folder under docs/results/runs and table stem, planned steps of the 20% window, iterations
@@ -21,8 +22,28 @@ RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 TASKS = [
     ("hopper", 1_000_000, 488),
     ("halfcheetah", 1_000_000, None),
-    ("hopper_v2", 1_000_000, None),  # the two-layer re-run, stopped before the full budget
+    ("hopper_v2", 1_000_000, None),  # the two-layer re-run: kl and ppo 488, w2 and frob 120
 ]
+#: the kl ablation (results_two_layer.md): variant folder -> how the page names it
+ABLATION = {
+    "lr_decay": "linear learning-rate decay",
+    "adv_minibatch": "advantages normalised per minibatch",
+    "unclipped": "sampled actions sent unclipped",
+    "released_bounds": "the released HalfCheetah bounds",
+}
+#: each variant's one change, as its saved config holds it
+ABLATION_CHANGE = {
+    "lr_decay": {"lr_decay": True},
+    "adv_minibatch": {"advantage_norm": "minibatch"},
+    "unclipped": {"clip_actions": False},
+    "released_bounds": {
+        "eps_mean": 0.085,
+        "eps_cov": 5e-5,
+        "alpha": 1.0,
+        "vf_lr": 7.5e-4,
+        "minibatch_size": 16,
+    },
+}
 #: the page that quotes each table
 PAGES = {"hopper": "results.md", "halfcheetah": "results.md", "hopper_v2": "results_two_layer.md"}
 
@@ -64,16 +85,72 @@ def test_results_page_quotes_the_tables(stem):
         assert re.search(line, page), (stem, method, c20, cfinal)
 
 
-@pytest.mark.parametrize("stem", ["hopper", "hopper_v2"])
+@pytest.mark.parametrize(
+    "stem", ["hopper", "hopper_v2", *(f"hopper_ablation/{v}" for v in ABLATION)]
+)
 def test_projected_policies_stayed_in_their_trust_region(stem):
-    rows = diagnostics_rows(load_runs([RESULTS / "runs" / stem]))
-    assert rows
-    for r in rows:
-        if r["method"] == "PPO":
+    import yaml
+
+    runs = load_runs([RESULTS / "runs" / stem])
+    assert runs
+    for run in runs:
+        if run.method == "ppo":
             continue
-        assert r["mean_part_max"] <= 0.03 * (1 + 1e-4)
-        assert r["cov_part_max"] <= 0.001 * (1 + 1e-4)
-        assert np.isfinite(r["kl_max"])
+        cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+        for col, eps in (("mean_part_max", cfg["eps_mean"]), ("cov_part_max", cfg["eps_cov"])):
+            assert np.nanmax(run.columns[col]) <= eps * (1 + 1e-4), (run.path, col)
+        assert np.all(np.isfinite(run.columns["kl_max"]))
+    assert diagnostics_rows(runs)
+
+
+def _ablation_runs() -> dict[str, list]:
+    return {v: load_runs([RESULTS / "runs" / "hopper_ablation" / v]) for v in ABLATION}
+
+
+@pytest.mark.parametrize("variant", sorted(ABLATION))
+def test_ablation_runs_change_one_thing(variant):
+    """Each variant's saved config is kl's with Table 2's settings but for its one change."""
+    import yaml
+
+    base = yaml.safe_load(
+        (RESULTS / "runs" / "hopper_v2" / "Hopper-v5" / "kl" / "seed_0" / "config.yaml").read_text()
+    )
+    base = migrate_legacy_keys(base)
+    for run in _ablation_runs()[variant]:
+        cfg = migrate_legacy_keys(yaml.safe_load((run.path / "config.yaml").read_text()))
+        changed = {k: v for k, v in cfg.items() if k in base and base[k] != v and k != "seed"}
+        assert changed == ABLATION_CHANGE[variant], (run.path, changed)
+        assert run.seed in (0, 1, 2)
+    assert sorted(r.seed for r in _ablation_runs()[variant]) == [0, 1, 2]
+
+
+def test_ablation_table_on_the_page_is_what_the_logs_give():
+    """results_two_layer.md's ablation rows: the windows of each variant's own table and the
+    comparison over the last 20 iterations every variant reached, recomputed from the logs."""
+    page = (RESULTS.parent / "results_two_layer.md").read_text()
+    runs = _ablation_runs()
+    n = min(len(r.columns["eval_return"]) for rs in runs.values() for r in rs)
+    base = load_runs([RESULTS / "runs" / "hopper_v2"])
+    kl = [r for r in base if r.method == "kl"]
+    ppo = [r for r in base if r.method == "ppo"]
+
+    def common(rs):
+        per = [
+            float(np.mean(r.columns["eval_return"][n - 20 : n]))
+            for r in sorted(rs, key=lambda r: r.seed)
+        ]
+        return f"{np.mean(per):.0f}: " + " / ".join(f"{v:.0f}" for v in per)
+
+    assert f"iterations {n - 19}-{n}, per seed |" in page
+    for variant, desc in ABLATION.items():
+        (row,) = table_rows(runs[variant], planned_steps=1_000_000)
+        cells = [
+            str(row["iterations"]),
+            *(f"{m:.0f} ± {c:.0f}" for m, c in (row["20%"], row["final"])),
+        ]
+        line = f"| KL (ours, v5): {desc} | " + " | ".join(cells) + f" | {common(runs[variant])} |"
+        assert line in page, line
+    assert f"| {common(kl)} |" in page and f"| {common(ppo)} |" in page
 
 
 def test_results_page_states_the_papers_budget_per_task():
@@ -87,18 +164,19 @@ def test_results_page_states_the_papers_budget_per_task():
         assert int(millions) * 1_000_000 == paper_budget(f"{task}-v5"), (task, millions)
 
 
-def test_two_layer_page_quotes_the_three_layer_runs_at_290_iterations():
-    """results_two_layer.md compares with the three-layer runs over iterations 271-290."""
-    runs = load_runs([RESULTS / "runs" / "hopper"])
+def test_two_layer_page_compares_with_the_three_layer_runs():
+    """results_two_layer.md sets each method's two-layer windows beside the three-layer ones of
+    results.md (same seeds, settings and windows), recomputed from both sets of logs."""
     page = (RESULTS.parent / "results_two_layer.md").read_text()
-    means = {}
-    for method in ("KL", "PPO"):
-        per_seed = [
-            float(np.mean(r.columns["eval_return"][270:290]))
-            for r in sorted(runs, key=lambda r: r.seed)
-            if r.method.upper() == method
-        ]
-        means[method] = float(np.mean(per_seed))
-        if method == "KL":
-            assert " / ".join(f"{v:.0f}" for v in per_seed) in page
-    assert f"three-layer KL {means['KL']:.0f}, PPO {means['PPO']:.0f}" in page
+
+    def cells(stem):
+        rows = table_rows(load_runs([RESULTS / "runs" / stem]), planned_steps=1_000_000)
+        return {
+            r["method"]: [f"{m:.0f} ± {c:.0f}" for m, c in (r["20%"], r["final"])] for r in rows
+        }
+
+    three, two = cells("hopper"), cells("hopper_v2")
+    for method in ("KL", "PPO", "W2", "FROB"):
+        (t20, tend), (w20, wend) = three[method], two[method]
+        line = f"| {method} | {t20} | {w20} | {tend} | {wend} |"
+        assert line in page, line
