@@ -119,38 +119,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         if entropy:
             overrides.append("entropy_control=true")
     cfg = load_config(args.config, method=method, env_id=args.env, overrides=overrides)
+    options = {  # the same for one seed and for several
+        "resume": args.resume,
+        "overwrite": args.overwrite,
+        "compare": _requested_fields(args),
+        "progress": not args.no_progress,
+        "max_iterations": args.max_iterations,
+        "deadline": _deadline(args.deadline),
+        "tensorboard": not args.no_tensorboard,
+    }
     if args.seeds:  # several seeds in one process: OUT/seed_<k> each
         from trpl_math.rl.multiseed import train_seeds
 
         if args.seed is not None:
             raise ValueError("--seeds replaces --seed: give one of them")
 
-        folders = train_seeds(
-            cfg,
-            args.seeds,
-            args.out or f"runs/{cfg.env_id}/{args.method or cfg.method}",
-            resume=args.resume,
-            overwrite=args.overwrite,
-            compare=_requested_fields(args),
-            progress=not args.no_progress,
-            max_iterations=args.max_iterations,
-            deadline=_deadline(args.deadline),
-            tensorboard=not args.no_tensorboard,
-        )
+        out = args.out or f"runs/{cfg.env_id}/{args.method or cfg.method}"
+        folders = train_seeds(cfg, args.seeds, out, **options)
         print("run folders: " + " ".join(str(f) for f in folders))
         return 0
     out = args.out or f"runs/{cfg.env_id}/{args.method or cfg.method}/seed_{cfg.seed}"
-    folder = train(
-        cfg,
-        out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        compare=_requested_fields(args),
-        progress=not args.no_progress,
-        max_iterations=args.max_iterations,
-        deadline=_deadline(args.deadline),
-        tensorboard=not args.no_tensorboard,
-    )
+    folder = train(cfg, out, **options)
     print(f"run folder: {folder}")
     return 0
 
