@@ -369,3 +369,92 @@ class TestFuzzFindings:
             else:
                 check.value = sum(_mp.kl_parts(mean, cov, case.old_mean, case.old_cov))
             assert check.excess() <= 1.0, check
+
+
+class TestSolverPieces:
+    """The root finding's pieces: the Padé start, the landing curve, the accepted band."""
+
+    @staticmethod
+    def _pairs(seed: int, n: int = 40, d: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        lam = np.exp(rng.normal(0.0, rng.choice([0.05, 0.5, 2.0], size=(n, 1)), size=(n, d)))
+        return lam, rng.normal(0.0, rng.choice([0.05, 0.5, 2.0], size=(n, 1)), size=(n, d))
+
+    def test_pade_start_closer_than_the_power_law_for_small_bounds(self) -> None:
+        # Where the expansion at t = 0 holds (ε small), the start's KL is near ε, far nearer
+        # than the power law's; a wrong P or Q (a missing ½, the mean term left out) is not.
+        from trpl_math.projections._kl_solver import joint_curve, joint_start
+
+        lam, z = self._pairs(0)
+        eps = np.full(lam.shape[0], 1e-5)
+        active = np.ones(lam.shape[0], bool)
+        kl_start = joint_curve(lam, z, np.exp(joint_start(lam, z, eps, active, np)), None, np)[0]
+        kl1 = joint_curve(lam, z, np.ones_like(eps), None, np)[0]
+        kl_power = joint_curve(lam, z, np.sqrt(eps / kl1), None, np)[0]
+        err_start = np.abs(np.log(kl_start / eps))
+        err_power = np.abs(np.log(kl_power / eps))
+        assert np.all(err_start <= 1e-2)
+        assert np.median(err_start) < 0.1 * np.median(err_power)
+
+    @pytest.mark.parametrize("log_b", [None, 0.3])
+    def test_landing_curve_derivative_matches_finite_differences(self, log_b) -> None:
+        from trpl_math.projections import kl_joint as kj
+
+        lam, z = self._pairs(1, n=12)
+        lb = None if log_b is None else np.full(lam.shape[0], log_b)
+        curve = kj._landing_curve(lam, z, lb, np)
+        t = np.linspace(0.05, 0.9, lam.shape[0])
+        h = 1e-6 * t
+        fd = (curve(t + h)[0] - curve(t - h)[0]) / (2 * h)
+        np.testing.assert_allclose(curve(t)[1], fd, rtol=1e-6)
+
+    @pytest.mark.parametrize("beta", [None, 2.0])
+    def test_lands_in_the_accepted_band_from_the_feasible_side(self, beta) -> None:
+        # KL(result)/ε - 1 ∈ [-(LAND_TOL + err), 0] for every state whose input lies outside, up
+        # to the rounding of the returned entries, measured in 40-digit arithmetic (a landing
+        # from the wrong side of the curve's error, or one stopped short of the band, fails).
+        import mpmath
+
+        from trpl_math.projections import kl_joint as kj
+
+        rng = np.random.default_rng(2)
+        n, d = 48, 3
+        old_var = rng.uniform(0.5, 2.0, (n, d))
+        var = old_var * np.exp(rng.normal(0.0, 1.0, (n, d)))
+        old_mean = rng.normal(size=(n, d))
+        mean = old_mean + rng.normal(size=(n, d))
+        eps = 10.0 ** rng.uniform(-6, -1, n)
+        p = tm.kl_joint_projection(
+            mean, var, old_mean, old_var, eps=eps, diag=True, entropy_bound=beta
+        )
+        with mpmath.workdps(40):
+
+            def kl(m, v, i):
+                M = mpmath.mpf  # every entry converted before any operation
+                r = [M(v[j]) / M(old_var[i, j]) for j in range(d)]
+                maha = sum((M(m[j]) - M(old_mean[i, j])) ** 2 / M(old_var[i, j]) for j in range(d))
+                return 0.5 * (sum(rj - 1 - mpmath.log(rj) for rj in r) + maha)
+
+            checked = 0
+            for i in range(n):
+                moved = not np.array_equal(p.mean[i], old_mean[i])  # the entropy-wins case
+                if kl(mean[i], var[i], i) > eps[i] and moved:
+                    rel = float(kl(p.mean[i], p.cov[i], i) / eps[i] - 1)
+                    # below: the band and the curve's error bound; above: the result's rounding
+                    assert -(kj.LAND_TOL + 5e-13) <= rel <= 3e-14, (i, rel)
+                    checked += 1
+        assert checked >= n // 2
+
+    def test_forward_without_gradients_equals_forward_with_them(self) -> None:
+        # The implicit-gradient graph is skipped where no input requires grad; its value is
+        # replaced anyway, so both results must agree bit for bit.
+        mean, cov, old_mean, old_cov = (
+            torch.tensor(a)[None] for a in (MEAN, COV, OLD_MEAN, OLD_COV)
+        )
+        plain = tm.kl_joint_projection(mean, cov, old_mean, old_cov, eps=0.05)
+        graph = tm.kl_joint_projection(
+            mean.clone().requires_grad_(), cov.clone().requires_grad_(), old_mean, old_cov, eps=0.05
+        )
+        assert graph.mean.requires_grad and not plain.mean.requires_grad
+        assert torch.equal(plain.mean, graph.mean.detach())
+        assert torch.equal(plain.cov, graph.cov.detach())

@@ -4,6 +4,8 @@ Every back-end module defines these functions with these contracts (see docs/bac
 
 * ``autograd`` — whether arrays carry gradients (selects the gradient-only terms of the core);
 * ``traced(x)`` — whether ``x`` is abstract (JAX under ``jit``/``vmap``): no Python branching;
+* ``needs_grad(*arrays)`` — whether a gradient can flow back to any of ``arrays`` (the
+  gradient-only terms of the core are skipped where none can);
 * ``stop_gradient(x)``; ``cholesky(x, *, name, check)``; ``solve_tril(L, b, *, transpose)``;
 * ``eigh(x)``, ``eigvalsh(x)``; ``sqrtm_psd(x)``;
 * ``to_host(xp, *arrays)`` / ``from_host(x, like)`` — the namespace for the tiny Newton loops;
@@ -27,6 +29,10 @@ autograd = False
 
 
 def traced(x: Array) -> bool:
+    return False
+
+
+def needs_grad(*arrays: Array) -> bool:
     return False
 
 

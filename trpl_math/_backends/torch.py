@@ -55,6 +55,12 @@ def traced(x: Array) -> bool:
     return False
 
 
+def needs_grad(*arrays: Array) -> bool:
+    """Whether autograd records operations on any of ``arrays`` (grad mode on and one of them
+    requires grad)."""
+    return torch.is_grad_enabled() and any(a.requires_grad for a in arrays)
+
+
 def stop_gradient(x: Array) -> Array:
     return x.detach()
 

@@ -160,6 +160,34 @@ def kl_cov_start(lam: Array, eps: Array, active: Array, xp: ModuleType) -> Array
     return xp.where(active & xp.isfinite(s) & (s < 0.0), s, 0.0)
 
 
+def joint_start(lam: Array, z: Array, eps: Array, active: Array, xp: ModuleType) -> Array:
+    """First guess ``s = log t`` for the joint curve ``KL(t) = ε`` without an entropy bound
+    (:func:`joint_curve`, ``b = 1``), from its expansion at ``t = 0``.
+
+    With ``u_i = λ_i - 1``, ``KL(t) = P t² - Q t³ + O(t⁴)`` where ``P = ¼ Σ u_i² + ½ Σ λ_i² z_i²``
+    and ``Q = ⅓ Σ u_i³ + Σ λ_i² z_i² u_i``; as in :func:`kl_cov_start`, the Padé form
+    ``P t² / (1 + t Q/P) = ε`` is the quadratic ``P t² - c t - ε = 0``, ``c = ε Q/P``, whose
+    positive root is taken without cancellation (Newton then needs two evaluations fewer than
+    from the power law ``sqrt(ε / KL(1))``). The joint projection starts from it with an entropy
+    bound too: the bound changes the curve only where it binds, and the bracketed iteration does
+    not depend on the guess for its result, only for its cost.
+
+    Shapes: ``lam, z (..., d)``; eps, active ``(...)``. Returns ``(...)``, ``≤ 0``, finite
+    (``0``, i.e. ``t = 1``, where the expansion overflows or the state is inactive).
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # caught by the where
+        dl = lam - 1.0
+        dl2 = dl * dl
+        lz2 = (lam * z) ** 2
+        p2 = xp.where(active, 0.25 * xp.sum(dl2, axis=-1) + 0.5 * xp.sum(lz2, axis=-1), 1.0)
+        q3 = xp.sum(dl2 * dl, axis=-1) / 3.0 + xp.sum(lz2 * dl, axis=-1)
+        c = eps * q3 / p2
+        root = xp.sqrt(c * c + 4.0 * p2 * eps)
+        t = xp.where(c > 0, (c + root) / (2.0 * p2), (2.0 * eps) / (root - c))
+        s = xp.log(t)
+    return xp.where(active & xp.isfinite(s) & (s < 0.0), s, 0.0)
+
+
 def kl_cov_root(lam: Array, eps: Array, active: Array, xp: ModuleType) -> Array:
     """``t ∈ (0, 1]`` of ``KLcov(t) = ε`` (:func:`solve_in_t` of :func:`kl_cov_curve`, from
     :func:`kl_cov_start`), through :func:`kl_cov_curve_numpy` when ``xp`` is NumPy; 1 where not
@@ -207,18 +235,26 @@ def joint_curve(
     tt = t[..., None]
     dl = lam - 1.0
     nu = 1.0 + tt * dl
+    if log_b_min0 is None:
+        # b = 1: x_i = b/ν_i - 1 = -t (λ_i - 1)/ν_i without cancellation, m_i = t λ_i z_i/ν_i,
+        # dKL/dt = t Σ [½ ((λ_i - 1)/ν_i)² + (λ_i z_i/ν_i)²/ν_i]
+        w = 1.0 / nu
+        q = dl * w
+        p = lam * z * w
+        m = tt * p
+        kl = 0.5 * xp.sum(x_minus_log1p(-tt * q, xp) + m * m, axis=-1)
+        dkl = t * xp.sum(0.5 * q * q + p * p * w, axis=-1)
+        return kl, dkl, xp.ones_like(t)
     m = tt * lam * z / nu
     dm = lam * z / (nu * nu)
-    if log_b_min0 is None:
-        b = xp.ones_like(t)
-        db = xp.zeros_like(t)
-    else:
-        log_b = log_b_min0 + xp.mean(xp.log(nu), axis=-1)
-        ent_active = log_b > 0
-        b = xp.where(ent_active, xp.exp(xp.where(ent_active, log_b, 0.0)), 1.0)
-        db = xp.where(ent_active, b * xp.mean(dl / nu, axis=-1), 0.0)
+    log_b = log_b_min0 + xp.mean(xp.log(nu), axis=-1)
+    ent_active = log_b > 0
+    b_minus_one = xp.expm1(xp.clip(log_b, 0.0, None))  # 0 where the entropy bound is slack
+    b = 1.0 + b_minus_one
+    db = xp.where(ent_active, b * xp.mean(dl / nu, axis=-1), 0.0)
     bb, dbb = b[..., None], db[..., None]
-    kl = 0.5 * xp.sum(x_minus_log1p(bb / nu - 1.0, xp) + m * m, axis=-1)
+    x = (b_minus_one[..., None] - tt * dl) / nu  # b/ν - 1 without cancellation
+    kl = 0.5 * xp.sum(x_minus_log1p(x, xp) + m * m, axis=-1)
     dkl = 0.5 * xp.sum(dbb / nu - bb * dl / (nu * nu) - dbb / bb + dl / nu + 2.0 * m * dm, axis=-1)
     return kl, dkl, b
 

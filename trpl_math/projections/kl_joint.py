@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from trpl_math import _backend as B
 from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_level, prepare_pair
-from trpl_math.divergences import x_minus_log1p, x_minus_log1p_values
-from trpl_math.projections._kl_solver import joint_curve, solve_in_t
+from trpl_math.divergences import x_minus_log1p_series, x_minus_log1p_values
+from trpl_math.projections._kl_solver import joint_curve, joint_start, solve_in_t
 from trpl_math.projections.kl import Pencil, _f64
 from trpl_math.types import Gaussian
 
@@ -18,6 +21,7 @@ __all__ = ["kl_joint_projection"]
 
 _LOG_2PIE = math.log(2.0 * math.pi * math.e)
 FEASIBLE_ITER = 60  # bracket steps of _feasible_root
+LAND_TOL = 2e-14  # _feasible_root stops once (KL + err)/ε - 1 ∈ [-LAND_TOL, 0]
 _U64 = 2.0**-53  # unit roundoff of float64
 NEAR_X = 0.5  # max |b/ν_i - 1| up to which Σ̃ is built as Σ_o + V diag(x) Vᵀ
 
@@ -110,39 +114,42 @@ def kl_joint_projection(
     # Forward solve in the generalised eigenbasis (float64, no gradient).
     lam, z, basis = pencil.eigh(diff)
     eps64 = _f64(B.stop_gradient(eps_, xp), xp)
-    kl_at_one = joint_curve(lam, z, xp.ones_like(eps64), log_b_min0, xp)[0]
-    kl_active = kl_at_one > eps64
-    if log_b_min0 is None:
-        infeasible = xp.zeros_like(kl_active)
+    host = (lam, z, eps64) + (() if log_b_min0 is None else (log_b_min0,))
+    hx, (lam_h, z_h, eps_h, *rest) = B.to_host(xp, *host)
+    log_b_h = rest[0] if rest else None
+    kl1_h = joint_curve(lam_h, z_h, hx.ones_like(eps_h), log_b_h, hx)[0]
+    kl_active = kl1_h > eps_h
+    if log_b_h is None:
+        infeasible_h = hx.zeros_like(kl_active)
     else:
-        b0 = xp.exp(xp.clip(log_b_min0, 0.0, None))
-        infeasible = kl_active & (0.5 * d * x_minus_log1p(b0 - 1.0, xp) >= eps64)
-    solve = kl_active & ~infeasible
+        b0 = hx.exp(hx.clip(log_b_h, 0.0, None))
+        infeasible_h = kl_active & (0.5 * d * x_minus_log1p_values(b0 - 1.0, hx) >= eps_h)
+    solve_h = kl_active & ~infeasible_h
+    infeasible, solve = (B.from_host(a, xp, lam) for a in (infeasible_h, solve_h))
 
     out_mean = xp.where(infeasible[..., None], p.old_mean, p.mean)
     out_cov = xp.where(infeasible[ex], scale_old[ex] * p.old_cov, scale_new[ex] * p.cov)
     if not B.any_true(solve, xp):
         return Gaussian(out_mean, out_cov)
 
-    host = (lam, z, eps64, solve, kl_at_one) + (() if log_b_min0 is None else (log_b_min0,))
-    hx, (lam_h, z_h, eps_h, solve_h, kl1_h, *rest) = B.to_host(xp, *host)
-    log_b_h = rest[0] if rest else None
-
-    def curve(t: Array) -> tuple[Array, Array]:
-        kl, dkl, _ = joint_curve(lam_h, z_h, t, log_b_h, hx)
-        return kl, dkl
-
-    t_h = solve_in_t(curve, eps_h, solve_h, hx, kl1_h)
-    t_h = _feasible_root(lam_h, z_h, t_h, log_b_h, eps_h, solve_h, hx)
-    t = B.from_host(t_h, xp, lam)
+    curve = _landing_curve(lam_h, z_h, log_b_h, hx)
+    target = eps_h * (1.0 - 0.5 * LAND_TOL)  # the middle of _feasible_root's accepted band
+    start = joint_start(lam_h, z_h, eps_h, solve_h, hx)
+    t_h = solve_in_t(curve, target, solve_h, hx, start=start)
+    t_h = _feasible_root(lam_h, z_h, t_h, log_b_h, eps_h, solve_h, kl1_h, hx)
+    inputs = (p.mean, p.cov, p.old_mean, p.old_cov, eps_) + (() if beta is None else (beta,))
+    grad = B.backend(xp).needs_grad(*inputs)
+    # every O(d) quantity at the root on the host, then moved once
+    root_h = _root_terms(lam_h, z_h, t_h, log_b_h, hx, grad)
+    root = RootTerms(*(None if a is None else B.from_host(a, xp, lam) for a in root_h))
     old = (B.stop_gradient(p.old_mean, xp), B.stop_gradient(p.old_cov, xp))
-    value_mean, value_cov = _eigen_result(*old, lam, z, basis, t, log_b_min0, diag, xp)
+    value_mean, value_cov = _eigen_result(*old, root, basis, diag, xp)
     mean_t = xp.astype(value_mean, p.mean.dtype)
     cov_t = xp.astype(value_cov, p.cov.dtype)
-    if B.backend(xp).autograd:
+    if grad:
         graph_mean, graph_cov = _implicit_graph(
-            pencil, p.old_mean, diff, eps_, beta, log_det, old_log_det, lam, z, basis, t,
-            log_b_min0, solve, diag, xp,
+            pencil, p.old_mean, diff, eps_, beta, log_det, old_log_det, root, basis, solve,
+            diag, xp,
         )  # fmt: skip
         mean_t = mean_t + (graph_mean - B.stop_gradient(graph_mean, xp))
         cov_t = cov_t + (graph_cov - B.stop_gradient(graph_cov, xp))
@@ -151,12 +158,14 @@ def kl_joint_projection(
     )
 
 
-def _shape_x(lam: Array, t: Array, log_b_min0: Array | None, xp: Any) -> tuple[Array, Array, Array]:
-    """``(x, r, ν)``: ``r_i = b/ν_i``, the eigenvalues of the whitened projected covariance, and
-    ``x_i = r_i - 1 = ((b - 1) - t (λ_i - 1)) / ν_i`` without cancellation, with
+def _shape_x(
+    lam: Array, t: Array, log_b_min0: Array | None, xp: Any
+) -> tuple[Array, Array, Array, Array]:
+    """``(x, r, ν, b - 1)``: ``r_i = b/ν_i``, the eigenvalues of the whitened projected
+    covariance, and ``x_i = r_i - 1 = ((b - 1) - t (λ_i - 1)) / ν_i`` without cancellation, with
     ``ν_i = 1 + t(λ_i - 1)`` (docs/math.md §3.8). ``r`` is formed directly (``1 + x`` would lose
     its relative accuracy where ``r ≪ 1``). Shapes: ``lam (..., d)``, ``t, log_b_min0 (...)``
-    -> ``(..., d)`` each."""
+    -> ``(..., d)`` each, ``b - 1`` ``(...)``."""
     tt = t[..., None]
     dl = lam - 1.0
     nu = 1.0 + tt * dl
@@ -166,7 +175,38 @@ def _shape_x(lam: Array, t: Array, log_b_min0: Array | None, xp: Any) -> tuple[A
         log_b = log_b_min0 + xp.mean(xp.log(nu), axis=-1)
         b_minus_one = xp.expm1(xp.clip(log_b, 0.0, None))
     x = (b_minus_one[..., None] - tt * dl) / nu
-    return x, (1.0 + b_minus_one[..., None]) / nu, nu
+    return x, (1.0 + b_minus_one[..., None]) / nu, nu, b_minus_one
+
+
+class RootTerms(NamedTuple):
+    """The O(d) quantities at the root ``t`` (float64, detached; shapes ``(..., d)`` or
+    ``(...)``): ``x = b/ν - 1``, ``r = b/ν`` and the mean offset ``m`` of
+    :func:`_eigen_result`; ``dkl_dt`` and ``b`` of
+    :func:`~trpl_math.projections._kl_solver.joint_curve`; ``ds, dm`` of
+    :func:`_eta_path` (``None`` where no gradient is needed)."""
+
+    t: Array
+    x: Array
+    r: Array
+    m: Array
+    dkl_dt: Array | None
+    b: Array | None
+    ds: Array | None
+    dm: Array | None
+
+
+def _root_terms(
+    lam: Array, z: Array, t: Array, log_b_min0: Array | None, xp: Any, grad: bool
+) -> RootTerms:
+    """:class:`RootTerms` at ``t`` (with the gradient terms if ``grad``).
+    Shapes: ``lam, z (..., d)``, ``t, log_b_min0 (...)``."""
+    x, r, nu, _ = _shape_x(lam, t, log_b_min0, xp)
+    m = t[..., None] * lam * z / nu
+    if not grad:
+        return RootTerms(t, x, r, m, None, None, None, None)
+    _, dkl_dt, b = joint_curve(lam, z, t, log_b_min0, xp)
+    ds, dm = _eta_path(lam, z, t, b, xp)
+    return RootTerms(t, x, r, m, dkl_dt, b, ds, dm)
 
 
 def _kl_at(
@@ -178,15 +218,57 @@ def _kl_at(
     ``8u`` times the magnitudes summed (``4|x_i| + |log r_i|`` where the difference cancels,
     ``φ_i`` for the series, ``m_i²``).
     Shapes: ``(..., d)``, ``(...)`` -> ``(...)`` each."""
-    x, r, nu = _shape_x(lam, t, log_b_min0, xp)
+    return _kl_parts(lam, z, t, log_b_min0, xp)[:2]
+
+
+def _kl_parts(
+    lam: Array, z: Array, t: Array, log_b_min0: Array | None, xp: Any
+) -> tuple[Array, Array, Array, Array, Array, Array]:
+    """:func:`_kl_at`'s ``(kl, err)`` and the terms they came from, ``(x, m, ν, b - 1)``."""
+    x, r, nu, b_minus_one = _shape_x(lam, t, log_b_min0, xp)
     m = t[..., None] * lam * z / nu
-    # log1p(x) from the accurate x where r ≥ ½ (x's relative error stays relative), log r below
-    # (log1p of x ≈ -1 would amplify x's error by 1/r)
-    log_r = xp.where(r >= 0.5, xp.log1p(xp.where(r >= 0.5, x, xp.zeros_like(x))), xp.log(r))
     small = xp.abs(x) < 1e-2
-    phi = xp.where(small, x_minus_log1p_values(x, xp), x - log_r)
+    if type(x) is np.ndarray and x.ndim > 0:  # the same values, each evaluated where used
+        low = r < 0.5
+        log_r = np.log1p(np.where(low, 0.0, x))
+        if low.any():
+            log_r[low] = np.log(r[low])
+        phi = x - log_r
+        if small.any():
+            phi[small] = x_minus_log1p_series(x[small], np)
+    else:
+        # log1p(x) from the accurate x where r ≥ ½ (x's relative error stays relative), log r
+        # below (log1p of x ≈ -1 would amplify x's error by 1/r)
+        log_r = xp.where(r >= 0.5, xp.log1p(xp.where(r >= 0.5, x, xp.zeros_like(x))), xp.log(r))
+        phi = xp.where(small, x_minus_log1p_values(x, xp), x - log_r)
     size = xp.where(small, phi, 4.0 * xp.abs(x) + xp.abs(log_r)) + m * m
-    return 0.5 * xp.sum(phi + m * m, axis=-1), (8.0 * _U64) * 0.5 * xp.sum(size, axis=-1)
+    kl = 0.5 * xp.sum(phi + m * m, axis=-1)
+    return kl, (8.0 * _U64) * 0.5 * xp.sum(size, axis=-1), x, m, nu, b_minus_one
+
+
+def _landing_curve(
+    lam: Array, z: Array, log_b_min0: Array | None, xp: Any
+) -> Callable[[Array], tuple[Array, Array]]:
+    """``t -> (KL(t) + err(t), dKL/dt)`` (:func:`_kl_at`; the derivative of
+    :func:`~trpl_math.projections._kl_solver.joint_curve`, ``err``'s own neglected): Newton on it
+    lands where :func:`_feasible_root` accepts, so that one evaluation confirms the root.
+    Shapes: ``lam, z (..., d)``, ``log_b_min0, t (...)``."""
+    dl = lam - 1.0
+
+    def curve(t: Array) -> tuple[Array, Array]:
+        kl, err, x, m, nu, b_minus_one = _kl_parts(lam, z, t, log_b_min0, xp)
+        tt = t[..., None]
+        if log_b_min0 is None:  # t Σ [½ ((λ-1)/ν)² + (λz/ν)²/ν] with x = -t(λ-1)/ν, m = tλz/ν
+            dkl = xp.sum(0.5 * x * x + m * m / nu, axis=-1) / t
+        else:
+            b = 1.0 + b_minus_one
+            db = xp.where(b_minus_one > 0, b * xp.mean(dl / nu, axis=-1), 0.0)
+            bb, dbb = b[..., None], db[..., None]
+            terms = dbb / nu - bb * dl / (nu * nu) - dbb / bb + dl / nu + 2.0 * m * m / (tt * nu)
+            dkl = 0.5 * xp.sum(terms, axis=-1)
+        return kl + err, dkl
+
+    return curve
 
 
 def _feasible_root(
@@ -196,54 +278,80 @@ def _feasible_root(
     log_b_min0: Array | None,
     eps: Array,
     active: Array,
+    kl_at_one: Array,
     xp: Any,
 ) -> Array:
     """The largest ``t`` found with ``KL(t) + err(t) ≤ ε`` (:func:`_kl_at`), starting from ``t``.
 
     The root finder's ``t`` may be short of convergence where the curve is steep near ``t = 1``
-    (generalised eigenvalues near 0: ``ν_i = 1 - t``), or over ``ε`` by its tolerance. Here a
-    bracket ``[lo, hi]`` with ``KL(lo) ≤ ε < KL(hi)`` (from ``t``, the power-law guess
-    ``t sqrt(ε / KL(t))``, and ``0`` or ``1``) is shrunk by Illinois regula falsi on
-    ``KL/ε - 1`` for at most :data:`FEASIBLE_ITER` steps, and ``lo`` is returned: the result
-    lands on the bound from the feasible side, by at most the evaluation's own rounding error
-    (``err``, ~1e-14 relative) inside. Float64, host namespace, no gradient.
-    Shapes: ``lam, z (..., d)``; ``t, log_b_min0, eps, active (...)`` -> ``(...)``.
+    (generalised eigenvalues near 0: ``ν_i = 1 - t``), or over ``ε`` by its tolerance. With
+    ``g = (KL + err)/ε - 1`` a state is feasible where ``g ≤ 0`` and accepted where
+    ``g ∈ [-LAND_TOL, 0]`` (:data:`LAND_TOL`). A bracket ``[lo, hi]`` with ``lo`` feasible and
+    ``hi`` not (from ``t``, the power-law step ``t / sqrt(1 + g(t))``, and ``0`` or ``1``) is
+    shrunk by Illinois regula falsi aimed at the middle of the accepted band,
+    ``g = -LAND_TOL/2``, until ``lo`` is accepted (or the bracket is within 4e-16), for at most
+    :data:`FEASIBLE_ITER` steps, and ``lo`` is returned: the result lands on the bound from the
+    feasible side, inside by at most the evaluation's own rounding error (``err``, ~1e-14
+    relative) plus :data:`LAND_TOL`. Float64, host namespace, no gradient.
+    Shapes: ``lam, z (..., d)``; ``t, log_b_min0, eps, active, kl_at_one (...)`` -> ``(...)``.
     """
+    aim = 0.5 * LAND_TOL
 
-    def g(x: Array) -> Array:
+    def h(x: Array) -> Array:  # g(x) + aim: feasible iff h <= aim, accepted iff |h| <= aim
         kl, err = _kl_at(lam, z, x, log_b_min0, xp)
-        return (kl + err) / eps - 1.0
+        return (kl + err) / eps - (1.0 - aim)
 
-    g0 = g(t)
-    guess = xp.clip(t * xp.sqrt(eps / (g0 + 1.0)), 0.0, 1.0)
-    g1 = g(guess)
     zero, one = xp.zeros_like(t), xp.ones_like(t)
-    # lo: the largest feasible of {0, guess, t}; hi: the smallest infeasible of {guess, t, 1}.
-    lo, g_lo = zero, -one
-    hi, g_hi = one, g(one)
-    for x, gx in ((guess, g1), (t, g0)):
-        feasible = gx <= 0.0
+    # lo: the largest feasible point tried (KL(0) = 0); hi: the smallest infeasible one (KL(1) > ε
+    # for every active state; its h only steers the first secant step).
+    lo, h_lo = zero, aim - one
+    hi, h_hi = one, kl_at_one / eps - (1.0 - aim)
+
+    def done() -> Array:
+        return ~active | (hi - lo <= 4e-16 * hi) | (h_lo >= -aim)
+
+    def finished() -> bool:
+        return not B.backend(xp).traced(lo) and B.all_true(done(), xp)
+
+    def tried(x: Array, hx_: Array) -> None:
+        nonlocal lo, h_lo, hi, h_hi
+        feasible = hx_ <= aim
         up = feasible & (x > lo)
-        lo, g_lo = xp.where(up, x, lo), xp.where(up, gx, g_lo)
+        lo, h_lo = xp.where(up, x, lo), xp.where(up, hx_, h_lo)
         down = ~feasible & (x < hi)
-        hi, g_hi = xp.where(down, x, hi), xp.where(down, gx, g_hi)
+        hi, h_hi = xp.where(down, x, hi), xp.where(down, hx_, h_hi)
+
+    h0 = h(t)
+    tried(t, h0)
+    if not finished():
+        # the power-law step (KL ∝ t², the small-t limit) to the middle of the accepted band
+        guess = xp.clip(t / xp.sqrt(xp.clip(1.0 + h0, _U64, None)), 0.0, 1.0)
+        h1 = h(guess)
+        tried(guess, h1)
+        if not finished():
+            # the secant through both points (the curve's local power, where the step fell short)
+            span = h1 - h0
+            ok = xp.isfinite(span) & (span != 0.0)
+            x2 = guess - h1 * (guess - t) / xp.where(ok, span, one)
+            x2 = xp.clip(xp.where(ok & xp.isfinite(x2), x2, guess), 0.0, 1.0)
+            tried(x2, h(x2))
     side = xp.zeros_like(t)  # +1: lo moved last, -1: hi moved last
     for _ in range(FEASIBLE_ITER):
-        done = ~active | (hi - lo <= 4e-16 * hi) | (g_lo == 0.0)
-        if not B.backend(xp).traced(lo) and B.all_true(done, xp):
+        if finished():
             break
-        span = g_hi - g_lo
+        stop = done()
+        span = h_hi - h_lo
         ok = xp.isfinite(span) & (span > 0)
-        x = lo - g_lo * (hi - lo) / xp.where(ok, span, one)
+        x = lo - h_lo * (hi - lo) / xp.where(ok, span, one)
         x = xp.where(ok & (x > lo) & (x < hi), x, 0.5 * (lo + hi))
-        gx = g(x)
-        feasible = (gx <= 0.0) & ~done
-        infeasible = (gx > 0.0) & ~done
+        hx_ = h(x)
+        feasible = (hx_ <= aim) & ~stop
+        infeasible = (hx_ > aim) & ~stop
         # Illinois: an endpoint kept twice in a row has its value halved (superlinear, no stall).
-        g_hi = xp.where(feasible & (side > 0), 0.5 * g_hi, g_hi)
-        g_lo = xp.where(infeasible & (side < 0), 0.5 * g_lo, g_lo)
-        lo, g_lo = xp.where(feasible, x, lo), xp.where(feasible, gx, g_lo)
-        hi, g_hi = xp.where(infeasible, x, hi), xp.where(infeasible, gx, g_hi)
+        h_hi = xp.where(feasible & (side > 0), 0.5 * h_hi, h_hi)
+        h_lo = xp.where(infeasible & (side < 0), 0.5 * h_lo, h_lo)
+        lo, h_lo = xp.where(feasible, x, lo), xp.where(feasible, hx_, h_lo)
+        hi, h_hi = xp.where(infeasible, x, hi), xp.where(infeasible, hx_, h_hi)
         side = xp.where(feasible, one, xp.where(infeasible, -one, side))
     return xp.where(active, lo, t)
 
@@ -251,11 +359,8 @@ def _feasible_root(
 def _eigen_result(
     old_mean: Array,
     old_cov: Array,
-    lam: Array,
-    z: Array,
+    root: RootTerms,
     basis: Array,
-    t: Array,
-    log_b_min0: Array | None,
     diag: bool,
     xp: Any,
 ) -> tuple[Array, Array]:
@@ -275,18 +380,21 @@ def _eigen_result(
     of the KL).
 
     Shapes: ``old_mean (..., d)``; ``old_cov (..., d, d)`` (``(..., d)`` diagonal, then ``basis``
-    is ``(..., d)`` standard deviations); ``lam, z (..., d)``; ``basis (..., d, d)``;
-    ``t, log_b_min0 (...)`` -> ``((..., d), old_cov's shape)``.
+    is ``(..., d)`` standard deviations); ``basis (..., d, d)``; ``root``'s ``x, r, m (..., d)``
+    (:func:`_root_terms`) -> ``((..., d), old_cov's shape)``.
     """
-    x, r, nu = _shape_x(lam, t, log_b_min0, xp)
-    m = t[..., None] * lam * z / nu
+    x, r, m = root.x, root.r, root.m
     old_mean, old_cov = xp.astype(old_mean, xp.float64), xp.astype(old_cov, xp.float64)
     if diag:  # V = diag(σ_o)
         return old_mean + basis * m, old_cov * r
     mean = old_mean + xp.sum(basis * m[..., None, :], axis=-1)
-    product = (basis * r[..., None, :]) @ B.mT(basis)
-    difference = old_cov + (basis * x[..., None, :]) @ B.mT(basis)
     near = xp.max(xp.abs(x), axis=-1) <= NEAR_X
+    if not B.any_true(near, xp):
+        return mean, B.sym((basis * r[..., None, :]) @ B.mT(basis))
+    difference = old_cov + (basis * x[..., None, :]) @ B.mT(basis)
+    if B.all_true(near, xp):
+        return mean, B.sym(difference)
+    product = (basis * r[..., None, :]) @ B.mT(basis)
     return mean, B.sym(xp.where(near[..., None, None], difference, product))
 
 
@@ -298,11 +406,8 @@ def _implicit_graph(
     beta: Array | None,
     log_det: Array,
     old_log_det: Array,
-    lam: Array,
-    z: Array,
+    root: RootTerms,
     basis: Array,
-    t: Array,
-    log_b_min0: Array | None,
     solve: Array,
     diag: bool,
     xp: Any,
@@ -317,8 +422,8 @@ def _implicit_graph(
 
     Shapes: as :func:`kl_joint_projection`'s, batch ``(...)``.
     """
-    d, ex = lam.shape[-1], pencil.ex
-    _, dkl_dt, b = joint_curve(lam, z, t, log_b_min0, xp)
+    d, ex = root.x.shape[-1], pencil.ex
+    t, dkl_dt, b = root.t, root.dkl_dt, root.b
     ent_active = b > 1.0
     dtype = pencil.cov.dtype
     eta_c = B.stop_gradient(xp.astype((1.0 - t) / t, dtype), xp)
@@ -336,34 +441,33 @@ def _implicit_graph(
     safe = B.stop_gradient(xp.where(solve, deta, xp.ones_like(deta)), xp)
     eta = xp.where(solve, eta_c - f / safe, xp.zeros_like(eta_c))
     step = eta - eta_c
-    dmean, dcov = _eta_derivative(lam, z, t, b, ent_active, basis, diag, xp)
+    dmean, dcov = _eta_derivative(root.ds, root.dm, basis, diag, xp)
     mean_t = mean_t + xp.astype(dmean, mean_t.dtype) * step[..., None]
     cov_t = cov_t + xp.astype(dcov, dtype) * step[ex]
     return mean_t, cov_t
 
 
-def _eta_derivative(
-    lam: Array,
-    z: Array,
-    t: Array,
-    b: Array,
-    ent_active: Array,
-    basis: Array,
-    diag: bool,
-    xp: Any,
-) -> tuple[Array, Array]:
-    """``dμ̃/dη`` and ``dΣ̃/dη`` along the solution path (entropy constraint kept tight).
+def _eta_path(lam: Array, z: Array, t: Array, b: Array, xp: Any) -> tuple[Array, Array]:
+    """The eigenbasis coordinates ``(ds, dm)`` of ``dΣ̃/dη`` and ``dμ̃/dη`` along the solution
+    path (entropy constraint kept tight where it binds, ``b > 1``).
 
     In the eigenbasis ``V``: ``Σ̃ = V diag(a/(η+λ)) Vᵀ``, ``μ̃ = μ_o + V m``,
     ``m_i = λ_i z_i/(η+λ_i)``; with ``η + λ = ν/t`` and ``a = b/t``:
-    ``d(a/(η+λ_i))/dη = a' t/ν_i - b t/ν_i²`` (``a' = 1``, or ``a mean_j(t/ν_j)`` when the
-    entropy bound is tight) and ``dm_i/dη = -λ_i z_i t²/ν_i²``. Float64, no gradient.
+    ``ds_i = d(a/(η+λ_i))/dη = a' t/ν_i - b t/ν_i²`` (``a' = 1``, or ``a mean_j(t/ν_j)`` when the
+    entropy bound is tight) and ``dm_i = -λ_i z_i t²/ν_i²``. Float64, no gradient.
+    Shapes: ``lam, z (..., d)``, ``t, b (...)`` -> ``(..., d)`` each.
     """
     tt = t[..., None]
     nu = 1.0 + tt * (lam - 1.0)
-    a_prime = xp.where(ent_active, (b / t) * xp.mean(tt / nu, axis=-1), xp.ones_like(t))
+    a_prime = xp.where(b > 1.0, (b / t) * xp.mean(tt / nu, axis=-1), xp.ones_like(t))
     ds = a_prime[..., None] * tt / nu - b[..., None] * tt / (nu * nu)
     dm = -lam * z * tt * tt / (nu * nu)
+    return ds, dm
+
+
+def _eta_derivative(ds: Array, dm: Array, basis: Array, diag: bool, xp: Any) -> tuple[Array, Array]:
+    """``dμ̃/dη = V dm`` and ``dΣ̃/dη = V diag(ds) Vᵀ`` from :func:`_eta_path`'s coordinates
+    (``V = diag(σ_o)`` if ``diag``)."""
     if diag:
         return basis * dm, basis * basis * ds
     return xp.sum(basis * dm[..., None, :], axis=-1), (basis * ds[..., None, :]) @ B.mT(basis)
