@@ -355,3 +355,40 @@ class TestXMinusLog1p:
         generic = np.asarray(tm.divergences.x_minus_log1p_values(x.view(Plain), np))
         assert fast.dtype == generic.dtype == dtype
         assert np.array_equal(fast.view(np.uint8), generic.view(np.uint8))
+
+
+class TestKLCovSmallRatios:
+    """The KL covariance part where the new variance is a small fraction of the old one.
+
+    ``r - 1`` rounds away the low bits of a small ratio ``r``, so ``log1p(r - 1)`` is off by
+    ``~u/r`` (2e-9 relative at r = 1e-9): below ``r = ½`` the part is ``r - 1 - log r``.
+    """
+
+    @staticmethod
+    def _ref(var: np.ndarray, old_var: np.ndarray) -> float:
+        import mpmath
+
+        with mpmath.workdps(40):
+            M = mpmath.mpf
+            r = [M(a) / M(b) for a, b in zip(var, old_var, strict=True)]
+            return float(0.5 * sum(x - 1 - mpmath.log(x) for x in r))
+
+    @pytest.mark.parametrize("backend", [np, torch])
+    def test_diagonal_against_40_digits(self, backend) -> None:
+        rng = np.random.default_rng(4)
+        for _ in range(50):
+            old_var = rng.uniform(0.5, 2.0, 3)
+            var = old_var * 10.0 ** rng.uniform(-9.0, 0.5, 3)
+            args = [asarray(backend, a) for a in (np.zeros(3), var, np.zeros(3), old_var)]
+            got = float(tm.kl_divergence(*args, diag=True).cov)
+            assert got == pytest.approx(self._ref(var, old_var), rel=2e-15)
+
+    def test_full_against_40_digits(self) -> None:
+        # Σ = Σ_o / λ: W = L_o⁻¹ L has diagonal ~λ^(-1/2), so W_ii² - 1 lies near -1.
+        rng = np.random.default_rng(5)
+        for lam in (3.7e7, 1.3e4, 2.9):
+            q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+            old_cov = q @ np.diag([1.0, 2.0, 0.5]) @ q.T
+            got = float(tm.kl_divergence(np.zeros(3), old_cov / lam, np.zeros(3), old_cov).cov)
+            ref = 1.5 * (1.0 / lam - 1.0 + math.log(lam))  # the same ratio 1/λ in every direction
+            assert got == pytest.approx(ref, rel=1e-14)

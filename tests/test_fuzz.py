@@ -48,8 +48,8 @@ def test_planted_violation_is_confirmed(monkeypatch: pytest.MonkeyPatch) -> None
     assert code == 1
     row = next(line for line in text.splitlines() if line.startswith("| kl |"))
     cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert int(cells[5]) > 0  # failures: inside states changed
-    assert int(cells[8]) > 0  # confirmed violations
+    assert int(cells[6]) > 0  # failures: inside states changed
+    assert int(cells[9]) > 0  # confirmed violations
     assert "CONFIRMED" in text and "--replay" in text
 
 
@@ -58,6 +58,30 @@ def test_nonfinite_is_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     code, text = _run(monkeypatch, "--calls", "60", "--seed", "4", "--backend", "numpy")
     assert code == 1
     assert "nonfinite" in text
+
+
+def test_refusal_at_the_documented_floor_is_counted_apart() -> None:
+    # Seed 0, index 16618: an inside part's eps_cov = 8.64e-13 for a float32 result, below
+    # (16u)² = 9.09e-13 of docs/divergences.md: the library's ValueError is the documented one.
+    case = fuzz.draw_case(0, 16618, ["float64", "float32"], ["numpy", "torch"])
+    assert fuzz.below_documented_floor(case)
+    out = fuzz.run_case(case)
+    assert out.status == "limit" and "eps_cov" in out.message
+
+
+def test_refusal_inside_the_documented_limits_is_a_failure(monkeypatch) -> None:
+    # A library that refused ordinary bounds (a floor set too high) must fail the fuzz.
+    def refuse(case: fuzz.Case):
+        raise ValueError("eps_cov is below what float64 can resolve (planted)")
+
+    monkeypatch.setattr(fuzz, "call_library", refuse)
+    code, text = _run(monkeypatch, "--calls", "30", "--seed", "5", "--dtype", "float64")
+    assert code == 1
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "calls" not in line]
+    cells = [[c.strip() for c in r.split("|")[1:-1]] for r in rows]
+    refused = sum(int(c[5]) for c in cells if c[0] != "entropy")
+    limit = sum(int(c[4]) for c in cells)
+    assert refused > 0 and limit == 0
 
 
 def test_replay_rebuilds_the_case() -> None:

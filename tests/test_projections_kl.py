@@ -16,6 +16,7 @@ from _helpers import (
     asarray,
     assert_close,
     rotation,
+    to_numpy,
 )
 
 import trpl_math as tm
@@ -158,6 +159,25 @@ class TestKLProjection(ProjectionCases):
         parts = tm.kl_divergence(*out, *old)
         assert_close(parts.mean, asarray(xp, [1e-8]), rtol=LAND_RTOL_F64)
         assert_close(parts.cov, asarray(xp, [1e-8]), rtol=LAND_RTOL_F64)
+
+
+class TestLargeRatios:
+    @pytest.mark.parametrize("diag", [True, False])
+    def test_far_shrunk_covariance_lands_on_the_bound(self, xp: ModuleType, diag: bool) -> None:
+        # λ = Σ_o/Σ = 1e8, ε_Σ = 10: at the root ν = 1 + t(λ - 1) ~ 6e4, and log1p of
+        # 1/ν - 1 (near -1) carried ν times its rounding (2.4e-13 relative off the bound).
+        old_var = np.array([1.0, 2.0])
+        old = old_var if diag else np.diag(old_var)
+        new = old / 1e8
+        args = [asarray(xp, a) for a in (np.zeros(2), new, np.zeros(2), old)]
+        out = tm.kl_projection(*args, eps_mean=1.0, eps_cov=10.0, diag=diag)
+        cov = to_numpy(out.cov)
+        ratio = cov / old_var if diag else np.diag(cov) / old_var
+        import mpmath
+
+        with mpmath.workdps(40):
+            part = 0.5 * sum(mpmath.mpf(r) - 1 - mpmath.log(mpmath.mpf(r)) for r in ratio)
+        assert abs(float(part / 10.0 - 1)) <= 2e-15
 
 
 class _OldNumpy:

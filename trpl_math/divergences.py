@@ -103,15 +103,40 @@ def kl_cov_whitened(w: Array, xp: ModuleType) -> Array:
     """:func:`kl_cov_chol` from ``W = L_o⁻¹ L`` (lower triangular, ``(..., d, d)``)."""
     off = xp.tril(w, k=-1)
     wd = B.diagonal(w, xp)
-    return 0.5 * (
-        xp.sum(xp.sum(off * off, axis=-1), axis=-1)
-        + xp.sum(x_minus_log1p((wd - 1.0) * (wd + 1.0), xp), axis=-1)
+    x = (wd - 1.0) * (wd + 1.0)  # W_ii² - 1 without cancellation near 1
+    # below W_ii² = ½, φ = x - 2 log|W_ii| (log1p of x near -1 would be off by ~u/W_ii²)
+    low = wd * wd < 0.5
+    phi = xp.where(
+        low,
+        x - 2.0 * xp.log(xp.abs(xp.where(low, wd, xp.ones_like(wd)))),
+        x_minus_log1p(xp.where(low, xp.zeros_like(x), x), xp),
     )
+    return 0.5 * (xp.sum(xp.sum(off * off, axis=-1), axis=-1) + xp.sum(phi, axis=-1))
 
 
 def kl_cov_diag(var: Array, old_var: Array, xp: ModuleType) -> Array:
-    """Covariance part of the KL for variance vectors ``(..., d)`` -> ``(...)``."""
-    return 0.5 * xp.sum(x_minus_log1p(var / old_var - 1.0, xp), axis=-1)
+    """Covariance part of the KL for variance vectors ``(..., d)`` -> ``(...)``:
+    ``½ Σ φ(r_i - 1)``, ``r = var/old_var`` (:func:`phi_of_ratio`)."""
+    return 0.5 * xp.sum(phi_of_ratio(var / old_var, xp), axis=-1)
+
+
+def phi_of_ratio(r: Array, xp: ModuleType) -> Array:
+    """``φ(r - 1) = r - 1 - log r`` for ``r > 0``, accurate for every ``r``: :func:`x_minus_log1p`
+    of ``r - 1`` where ``r ≥ ½``, ``(r - 1) - log r`` below (where ``r - 1`` has rounded away
+    the low bits of ``r``, so ``log1p(r - 1)`` would be off by ~``u/r``)."""
+    x = r - 1.0
+    if type(r) is np.ndarray and r.ndim > 0:
+        phi = x_minus_log1p_numpy(x)
+        low = r < 0.5
+        if low.any():
+            phi[low] = x[low] - np.log(r[low])
+        return phi
+    low = r < 0.5
+    one = xp.ones_like(r)
+    zero = xp.zeros_like(r)
+    return xp.where(
+        low, x - xp.log(xp.where(low, r, one)), x_minus_log1p(xp.where(low, zero, x), xp)
+    )
 
 
 def w2_plain_cov(cov: Array, old_cov: Array, old_chol: Array, xp: ModuleType) -> Array:

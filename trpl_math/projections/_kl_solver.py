@@ -118,14 +118,20 @@ def _newton_log_numpy(
 
 def kl_cov_curve_numpy(lam: Array) -> Callable[[Array], tuple[Array, Array]]:
     """``t -> (KLcov(t), dKLcov/dt)`` of :func:`kl_cov_curve` for NumPy arrays ``lam (..., d)``,
-    the same values bit for bit, with ``λ - 1`` formed once and the temporaries reused."""
+    the same values bit for bit, with ``λ - 1`` formed once and the temporaries reused (and
+    ``log ν`` only where ``ν ≥ 2``)."""
     dl = lam - 1.0
 
     def curve(t: Array) -> tuple[Array, Array]:
         u = t[..., None] * dl
-        x = np.add(1.0, u)
+        x = np.add(1.0, u)  # ν
+        far = x >= 2.0
+        log_nu = np.log1p(u[far]) if far.any() else None  # log ν where 1/ν ≤ ½
         np.divide(np.negative(u, out=u), x, out=x)  # 1/ν - 1 = -t(λ-1)/(1 + t(λ-1))
-        kl = np.subtract(x, np.log1p(x, out=u), out=u).sum(axis=-1)
+        log_r = np.log1p(x, out=u)
+        if log_nu is not None:
+            log_r[far] = -log_nu
+        kl = np.subtract(x, log_r, out=u).sum(axis=-1)
         kl *= 0.5
         dkl = np.multiply(x, x, out=x).sum(axis=-1)
         dkl *= 0.5
@@ -208,10 +214,15 @@ def kl_cov_curve(lam: Array, t: Array, xp: ModuleType) -> tuple[Array, Array]:
     """
     tt = t[..., None]
     dl = lam - 1.0
-    x = -tt * dl / (1.0 + tt * dl)  # 1/ν - 1
+    u = tt * dl
+    nu = 1.0 + u
+    x = -u / nu  # 1/ν - 1
     # Direct x - log1p(x): relative error ~ 2u/|x|, below 1e-11 for bounds >= 1e-8 (|x| >~ 1e-4);
-    # the accurate series form would double the cost of every Newton step.
-    kl = 0.5 * xp.sum(x - xp.log1p(x), axis=-1)
+    # the accurate series form would double the cost of every Newton step. Where 1/ν ≤ ½,
+    # log(1/ν) = -log1p(t(λ-1)): log1p of x near -1 would amplify x's rounding by ν.
+    far = nu >= 2.0
+    log_r = xp.where(far, -xp.log1p(xp.where(far, u, 0.0)), xp.log1p(xp.where(far, 0.0, x)))
+    kl = 0.5 * xp.sum(x - log_r, axis=-1)
     dkl = 0.5 * xp.sum(x * x, axis=-1) / t  # t (λ-1)²/ν² = x²/t
     return kl, dkl
 

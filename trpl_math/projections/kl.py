@@ -17,7 +17,7 @@ from trpl_math.divergences import (
     kl_cov_diag,
     kl_cov_whitened,
     maha_chol,
-    x_minus_log1p_numpy,
+    phi_of_ratio,
 )
 from trpl_math.projections._kl_solver import kl_cov_root
 from trpl_math.projections.mean import project_mean
@@ -305,9 +305,9 @@ def diag_cov_host(var: Array, old_var: Array, eps: Array, hx: ModuleType) -> Dia
 
 def _kl_cov_diag_host(var: Array, old_var: Array, hx: ModuleType) -> Array:
     """:func:`~trpl_math.divergences.kl_cov_diag` ``(..., d) -> (...)`` on the host, the same
-    values bit for bit, with ``φ`` from :func:`~trpl_math.divergences.x_minus_log1p_values`'
-    NumPy path (its series only on the entries that need it)."""
-    return 0.5 * hx.sum(x_minus_log1p_numpy(var / old_var - 1.0), axis=-1)
+    values bit for bit, through :func:`~trpl_math.divergences.phi_of_ratio`'s NumPy path (the
+    series only on the entries that need it)."""
+    return 0.5 * hx.sum(phi_of_ratio(var / old_var, hx), axis=-1)
 
 
 class DiagMeanSolution(NamedTuple):
