@@ -22,7 +22,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 TASKS = [
     ("hopper", 1_000_000, 488),
     ("halfcheetah", 1_000_000, None),
-    ("hopper_v2", 1_000_000, None),  # the two-layer re-run: kl and ppo 488, w2 and frob 120
+    ("hopper_v2", 1_000_000, 488),  # the two-layer re-run: every method the full budget
 ]
 #: the kl ablation (results_two_layer.md): variant folder -> how the page names it
 ABLATION = {
