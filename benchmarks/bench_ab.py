@@ -7,8 +7,16 @@ own process (``--worker``), the processes alternate A, B, A, B, ... for ``--roun
 each case's time is the smallest of the rounds' medians (the round least disturbed by the
 machine's other work). Prints a Markdown table with the ratio B / A.
 
+``--count`` counts instructions instead of timing: each checkout runs once under
+``valgrind --tool=callgrind`` with instrumentation off except around ``--calls`` calls of each
+case (switched by ``callgrind_control`` from the worker itself, after two warm-up calls), and the
+table gives instructions per call. Repeatable to the instruction whatever else the machine is
+doing, which a shared 2-core machine's timings are not; but it counts work, not time: memory
+traffic, page faults and the kernel are not in it. Needs valgrind (Debian's package).
+
     python benchmarks/bench_ab.py --a /path/to/old/checkout --b . --projection kl_joint
     python benchmarks/bench_ab.py --a OLD --b . --batch 512 --dim 17 --dtype float64 --rounds 3
+    python benchmarks/bench_ab.py --a OLD --b . --count --batch 32 512 --dim 3 17
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -52,8 +62,48 @@ def worker(root: str, args: argparse.Namespace) -> dict[str, list[float]]:
                         key = f"{'diag' if diag else 'full'} {batch}x{dim} {dtype}" + (
                             " +H" if ent else ""
                         )
-                        out[key] = [_median_ms(f, batch) for f in _calls(fn, inp, kw, tm)]
+                        calls = _calls(fn, inp, kw, tm)
+                        if args.count:
+                            out[key] = [_instructions(f, args.calls) for f in calls]
+                        else:
+                            out[key] = [_median_ms(f, batch) for f in calls]
     return out
+
+
+def _instructions(f: Any, calls: int) -> float:
+    """Run ``f`` ``calls`` times with callgrind's instrumentation on, then dump (the driver reads
+    the dumps in order); returns 0 (a placeholder for the count)."""
+    f()
+    f()
+    pid = str(os.getpid())
+    for flags in (["-z"], ["-i", "on"]):
+        subprocess.run(["callgrind_control", *flags, pid], check=True, capture_output=True)
+    for _ in range(calls):
+        f()
+    for flags in (["-i", "off"], ["-d"]):
+        subprocess.run(["callgrind_control", *flags, pid], check=True, capture_output=True)
+    return 0.0
+
+
+def _counted(root: str, cmd: list[str], env: dict[str, str], calls: int) -> dict[str, list[float]]:
+    """Run one checkout's worker under callgrind; instructions per call for every case."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--count needs valgrind and callgrind_control (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+        grind.append(f"--callgrind-out-file={out}")
+        res = subprocess.run(
+            [*grind, os.path.realpath(sys.executable), *cmd], env=env, capture_output=True,
+            text=True, check=True,
+        )  # fmt: skip
+        keys = list(json.loads(res.stdout.strip().splitlines()[-1]))
+        totals = []
+        for k in range(1, 2 * len(keys) + 1):  # one dump per case and call kind, in order
+            text = Path(f"{out}.{k}").read_text()
+            totals.append(int(next(ln for ln in text.splitlines() if ln.startswith("totals:"))
+                              .split()[1]) / calls)  # fmt: skip
+    return {key: totals[2 * i : 2 * i + 2] for i, key in enumerate(keys)}
 
 
 def _calls(fn: Any, inp: tuple, kw: dict[str, Any], tm: Any) -> tuple[Any, Any]:
@@ -90,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, nargs="+", default=[3, 6, 17])
     p.add_argument("--dtype", nargs="+", default=["float32", "float64"])
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--count", action="store_true", help="instructions under callgrind, not time")
+    p.add_argument("--calls", type=int, default=2, help="calls counted per case (--count)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -100,25 +152,32 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     passed = [a for a in (argv if argv is not None else sys.argv[1:])]
     times: dict[str, list[dict[str, list[float]]]] = {"a": [], "b": []}
-    for _ in range(args.rounds):
+    for _ in range(1 if args.count else args.rounds):
         for side in ("a", "b"):
             root = str(Path(getattr(args, side)).resolve())
+            if args.count:
+                cmd = [__file__, *passed, "--worker", root]
+                times[side].append(_counted(root, cmd, env, args.calls))
+                continue
             cmd = [sys.executable, __file__, *passed, "--worker", root]
             res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             times[side].append(json.loads(res.stdout))
     best = {
         s: {k: [min(r[k][m] for r in rs) for m in (0, 1)] for k in rs[0]} for s, rs in times.items()
     }
-    print(
-        f"{args.projection}: A = {args.a}, B = {args.b}; CPU ms of one thread, the smallest of "
-        f"{args.rounds} rounds' medians; every state active\n"
-    )
-    print("| case | A fwd / fwd+bwd ms | B fwd / fwd+bwd ms | B ÷ A |")
+    if args.count:
+        what, unit, scale, fmt = "instructions per call (callgrind)", "M instr", 1e-6, ".3f"
+    else:
+        what = f"CPU ms of one thread, the smallest of {args.rounds} rounds' medians"
+        unit, scale, fmt = "ms", 1.0, ".2f"
+    print(f"{args.projection}: A = {args.a}, B = {args.b}; {what}; every state active\n")
+    print(f"| case | A fwd / fwd+bwd {unit} | B fwd / fwd+bwd {unit} | B ÷ A |")
     print("|---|---|---|---|")
     for key, (fa, ba) in best["a"].items():
         fb_, bb = best["b"][key]
         ratio = f"{fb_ / fa:.2f} / {bb / ba:.2f}"
-        print(f"| {key} | {fa:.2f} / {ba:.2f} | {fb_:.2f} / {bb:.2f} | {ratio} |")
+        a_, b_ = (f"{scale * u:{fmt}} / {scale * v:{fmt}}" for u, v in ((fa, ba), (fb_, bb)))
+        print(f"| {key} | {a_} | {b_} | {ratio} |")
     return 0
 
 

@@ -1,7 +1,13 @@
 """Hash the policy and value parameters after a few Hopper iterations: a bitwise check that a
 change leaves training unchanged (run before and after, compare the printed lines).
 
-    OMP_NUM_THREADS=1 python benchmarks/hash_training.py [--iterations 2]
+    OMP_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell python benchmarks/hash_training.py [--iterations 2]
+
+OPENBLAS_CORETYPE pins the kernels of NumPy's OpenBLAS (the rollout's NumPy actor multiplies by
+them): without it OpenBLAS picks its kernels by CPU, and on a machine with AVX-512 four of the five
+hashes differ from those of an AVX2 machine (the runs in docs/results/ were trained with the
+Haswell kernels; the hashes in the commit messages are Haswell's). The first line printed says
+which kernels were used.
 
 Cases: kl (diagonal; contextual), ppo, w2 with a full covariance, frob with regression steps.
 Each line: method, overrides, the first 16 hex digits of the SHA-256 over every parameter's
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 
 from trpl_math.rl.config import load_config
 from trpl_math.rl.trainer import Trainer
@@ -44,6 +51,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--iterations", type=int, default=2)
     args = p.parse_args()
+    print("# OPENBLAS_CORETYPE =", os.environ.get("OPENBLAS_CORETYPE", "unset (chosen by CPU)"))
     for method, overrides in CASES:
         digest, ret = run(method, overrides, args.iterations)
         print(method, overrides, digest, ret, flush=True)
