@@ -130,6 +130,7 @@ def test_ablation_table_on_the_page_is_what_the_logs_give():
     page = (RESULTS.parent / "results_two_layer.md").read_text()
     runs = _ablation_runs()
     n = min(len(r.columns["eval_return"]) for rs in runs.values() for r in rs)
+    assert n == 488, "every ablation run has the full budget (488 iterations)"
     base = load_runs([RESULTS / "runs" / "hopper_v2"])
     kl = [r for r in base if r.method == "kl"]
     ppo = [r for r in base if r.method == "ppo"]
