@@ -10,8 +10,9 @@ machine's other work). Prints a Markdown table with the ratio B / A.
 ``--count`` counts instructions instead of timing: each checkout runs once under
 ``valgrind --tool=callgrind`` with instrumentation off except around ``--calls`` calls of each
 case (switched by ``callgrind_control`` from the worker itself, after two warm-up calls), and the
-table gives instructions per call. Repeatable to the instruction whatever else the machine is
-doing, which a shared 2-core machine's timings are not; but it counts work, not time: memory
+table gives instructions per call. Repeatable to ~0.2% whatever else the machine is doing (the
+same checkout as A and B: ratios 1.00, counts within 0.11%), which a shared 2-core machine's
+timings are not; but it counts work, not time: memory
 traffic, page faults and the kernel are not in it. Needs valgrind (Debian's package).
 
     python benchmarks/bench_ab.py --a /path/to/old/checkout --b . --projection kl_joint
@@ -85,7 +86,13 @@ def _instructions(f: Any, calls: int) -> float:
     return 0.0
 
 
-def _counted(root: str, cmd: list[str], env: dict[str, str], calls: int) -> dict[str, list[float]]:
+def _totals(dump: Path) -> int:
+    """The instruction total of one callgrind dump file."""
+    line = next(ln for ln in dump.read_text().splitlines() if ln.startswith("totals:"))
+    return int(line.split()[1])
+
+
+def _counted(cmd: list[str], env: dict[str, str], calls: int) -> dict[str, list[float]]:
     """Run one checkout's worker under callgrind; instructions per call for every case."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("--count needs valgrind and callgrind_control (apt-get install valgrind)")
@@ -98,11 +105,8 @@ def _counted(root: str, cmd: list[str], env: dict[str, str], calls: int) -> dict
             text=True, check=True,
         )  # fmt: skip
         keys = list(json.loads(res.stdout.strip().splitlines()[-1]))
-        totals = []
-        for k in range(1, 2 * len(keys) + 1):  # one dump per case and call kind, in order
-            text = Path(f"{out}.{k}").read_text()
-            totals.append(int(next(ln for ln in text.splitlines() if ln.startswith("totals:"))
-                              .split()[1]) / calls)  # fmt: skip
+        # one dump per case and call kind (forward, forward+backward), in the worker's order
+        totals = [_totals(Path(f"{out}.{k}")) / calls for k in range(1, 2 * len(keys) + 1)]
     return {key: totals[2 * i : 2 * i + 2] for i, key in enumerate(keys)}
 
 
@@ -150,14 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.a:
         p.error("--a is required")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    passed = [a for a in (argv if argv is not None else sys.argv[1:])]
+    passed = list(argv if argv is not None else sys.argv[1:])
     times: dict[str, list[dict[str, list[float]]]] = {"a": [], "b": []}
     for _ in range(1 if args.count else args.rounds):
         for side in ("a", "b"):
             root = str(Path(getattr(args, side)).resolve())
             if args.count:
                 cmd = [__file__, *passed, "--worker", root]
-                times[side].append(_counted(root, cmd, env, args.calls))
+                times[side].append(_counted(cmd, env, args.calls))
                 continue
             cmd = [sys.executable, __file__, *passed, "--worker", root]
             res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)

@@ -5,9 +5,9 @@ change leaves training unchanged (run before and after, compare the printed line
 
 OPENBLAS_CORETYPE pins the kernels of NumPy's OpenBLAS (the rollout's NumPy actor multiplies by
 them): without it OpenBLAS picks its kernels by CPU, and on a machine with AVX-512 four of the five
-hashes differ from those of an AVX2 machine (the runs in docs/results/ were trained with the
-Haswell kernels; the hashes in the commit messages are Haswell's). The first line printed says
-which kernels were used.
+hashes differ from those in the commit messages, which the Haswell kernels reproduce (as they
+reproduce the committed ablation logs of docs/results/). The first line printed says which
+kernels were used.
 
 Cases: kl (diagonal; contextual), ppo, w2 with a full covariance, frob with regression steps.
 Each line: method, overrides, the first 16 hex digits of the SHA-256 over every parameter's
