@@ -231,7 +231,9 @@ class _null:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--full", action="store_true", help="the whole grid of the issue")
+    parser.add_argument(
+        "--full", action="store_true", help="the whole target grid of docs/performance.md"
+    )
     parser.add_argument("--batch", type=int, nargs="+", default=[512])
     parser.add_argument("--dim", type=int, nargs="+", default=[17])
     parser.add_argument("--dtype", nargs="+", default=["float64"], choices=["float32", "float64"])

@@ -120,16 +120,17 @@ def x_minus_log1p(x: Array, xp: ModuleType) -> Array:
 def newton_log(fun: Any, active: Array, start: Array) -> Array:
     """:func:`trpl_math.projections._kl_solver.newton_log` as a ``lax.while_loop`` (the same
     steps; finished states stay fixed while the others iterate)."""
-    from trpl_math.projections._kl_solver import LOG_TOL, MAX_ITER, STEP_TOL
+    from trpl_math.projections._kl_solver import LOG_TOL, MAX_ITER, OVER_TOL, RESID_TOL, STEP_TOL
 
     s0 = jnp.where(active, start, jnp.zeros_like(start))
     hi0, lo0 = jnp.zeros_like(start), jnp.full_like(start, -math.inf)
+    nan = jnp.full_like(start, math.nan)
 
     def body(state: tuple[Any, ...]) -> tuple[Any, ...]:
-        i, s, hi, lo, done, _ = state
+        i, s, hi, lo, done, _, s_prev, dg_prev = state
         g, dg = fun(s)
         g = jnp.where(done, jnp.zeros_like(g), g)
-        done = done | (jnp.abs(g) <= LOG_TOL)
+        done = done | ((g <= OVER_TOL) & (g >= -LOG_TOL))
         pos = g > 0
         hi = jnp.where(pos, s, hi)
         lo = jnp.where(pos, lo, s)
@@ -138,13 +139,17 @@ def newton_log(fun: Any, active: Array, start: Array) -> Array:
         fallback = jnp.where(jnp.isfinite(lo), 0.5 * (lo + hi), hi - 1.0)
         s_new = jnp.where(done, s, jnp.where(ok, step, fallback))
         all_done = jnp.all(done)
-        done = done | (ok & (jnp.abs(s_new - s) <= STEP_TOL))
-        return i + 1, s_new, hi, lo, done, all_done
+        ok = ok & (jnp.abs(s_new - s) <= STEP_TOL)
+        # as in newton_log: no secant on the first iteration (NaN), the step accepted there
+        bent = jnp.abs(dg - dg_prev) * (s_new - s) ** 2 <= (2.0 * RESID_TOL) * jnp.abs(s - s_prev)
+        ok = ok & ((i == 0) | bent)
+        done = done | ok
+        return i + 1, s_new, hi, lo, done, all_done, s, dg
 
     def cond(state: tuple[Any, ...]) -> Array:
         return (state[0] < MAX_ITER) & ~state[5]
 
-    init = (0, s0, hi0, lo0, ~active, jnp.asarray(False))
+    init = (0, s0, hi0, lo0, ~active, jnp.asarray(False), nan, nan)
     return lax.while_loop(cond, body, init)[1]
 
 

@@ -29,8 +29,10 @@ from trpl_math import _backend as B
 from trpl_math._backend import Array
 from trpl_math.divergences import x_minus_log1p
 
-LOG_TOL = 1e-14  # |log KL(t) - log ε| at convergence, i.e. relative error 1e-14 (~45 u)
-STEP_TOL = 3e-8  # a Newton step this small is final (the next error is ~1e-15)
+LOG_TOL = 1e-14  # converged where log KL(t) - log ε ∈ [-LOG_TOL, OVER_TOL] (relative error)
+OVER_TOL = 3e-15  # the violating side's share of that band (~27 u), inside the fuzz's allowance
+STEP_TOL = 3e-8  # a Newton step this small is final, where its predicted residual is small:
+RESID_TOL = 1e-15  # ½ |g''| step² ≤ RESID_TOL, g'' the secant of g' over the last two iterates
 MAX_ITER = 100
 
 
@@ -60,10 +62,11 @@ def newton_log(
     hi = xp.zeros_like(like)
     lo = xp.full_like(like, -math.inf)
     done = ~active
+    s_prev = dg_prev = None
     for _ in range(MAX_ITER):
         g, dg = fun(s)
         g = xp.where(done, xp.zeros_like(g), g)
-        done = done | (xp.abs(g) <= LOG_TOL)
+        done = done | ((g <= OVER_TOL) & (g >= -LOG_TOL))
         if bool(xp.all(done)):
             break
         pos = g > 0
@@ -73,11 +76,23 @@ def newton_log(
         ok = xp.isfinite(step) & (step < hi) & (step > lo)
         fallback = xp.where(xp.isfinite(lo), 0.5 * (lo + hi), hi - 1.0)
         s_new = xp.where(done, s, xp.where(ok, step, fallback))
-        # A Newton step below STEP_TOL leaves an error ~ STEP_TOL² (quadratic convergence):
-        # accept it without spending another evaluation on confirming it.
-        done = done | (ok & (xp.abs(s_new - s) <= STEP_TOL))
-        s = s_new
+        # A Newton step below STEP_TOL leaves a residual ½ g'' step² (quadratic convergence):
+        # accept it without spending another evaluation on confirming it, unless the curve is
+        # so bent there that the residual would exceed RESID_TOL.
+        ok = ok & (xp.abs(s_new - s) <= STEP_TOL)
+        if s_prev is not None:
+            ok = ok & _bent(s_new - s, s - s_prev, dg - dg_prev, xp)
+        done = done | ok
+        s_prev, dg_prev, s = s, dg, s_new
     return s
+
+
+def _bent(step: Array, last: Array, ddg: Array, xp: ModuleType) -> Array:
+    """Whether the Newton ``step`` leaves a predicted ``|g|`` of at most :data:`RESID_TOL`:
+    ``½ |g''| step² ≤ RESID_TOL`` with ``g''`` the secant ``ddg / last`` of ``g'`` over the last
+    move, multiplied out (no division: a state that did not move is accepted only where ``g'``
+    did not change either). Shapes ``(...)``."""
+    return xp.abs(ddg) * (step * step) <= (2.0 * RESID_TOL) * xp.abs(last)
 
 
 def _newton_log_numpy(
@@ -92,10 +107,11 @@ def _newton_log_numpy(
     hi = np.zeros_like(s)
     lo = np.full_like(s, -math.inf)
     done = np.logical_not(active)
+    s_prev = dg_prev = None
     for _ in range(MAX_ITER):
         g, dg = fun(s)
         g = np.where(done, 0.0, g)
-        done |= np.abs(g) <= LOG_TOL
+        done |= (g <= OVER_TOL) & (g >= -LOG_TOL)
         if done.all():
             break
         pos = g > 0
@@ -109,10 +125,13 @@ def _newton_log_numpy(
             fallback = np.where(np.isfinite(lo), 0.5 * (lo + hi), hi - 1.0)
             step = np.where(ok, step, fallback)
         s_new = np.where(done, s, step)
-        # as in newton_log: a step below STEP_TOL is final (its error is ~ STEP_TOL²)
-        ok &= np.abs(s_new - s) <= STEP_TOL
+        # as in newton_log: a step below STEP_TOL is final where its residual is small
+        step = s_new - s
+        ok &= np.abs(step) <= STEP_TOL
+        if s_prev is not None and ok.any():
+            ok &= _bent(step, s - s_prev, dg - dg_prev, np)
         done |= ok
-        s = s_new
+        s_prev, dg_prev, s = s, dg, s_new
     return s
 
 
