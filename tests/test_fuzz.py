@@ -112,3 +112,40 @@ def test_interrupted_run_reports_the_calls_it_ran(monkeypatch: pytest.MonkeyPatc
     code, text = _run(monkeypatch, "--calls", "100", "--seed", "2")
     assert code == 0
     assert text.startswith("trpl_math fuzz: 29 calls, seed 2")
+
+
+def test_merged_shards_equal_one_run(tmp_path) -> None:
+    # Two shards of one run (--start), merged, give the tallies and worst cases of the whole run.
+    _, whole = _run(None, "--calls", "80", "--seed", "5", "--worst", "4")
+    files = []
+    for start, calls in ((0, "30"), (30, "50")):
+        _, text = _run(None, "--calls", calls, "--seed", "5", "--start", str(start), "--worst", "4")
+        files.append(tmp_path / f"shard{start}.txt")
+        files[-1].write_text("progress lines before the report are skipped\n" + text)
+    code, merged = _run(None, "--merge", *map(str, files[::-1]), "--worst", "4")
+    assert code == (1 if "RESULT: FAIL" in whole else 0)
+    table = lambda t: [ln for ln in t.splitlines() if ln.startswith("| ")]  # noqa: E731
+    worst = lambda t: [ln for ln in t.splitlines() if ln.startswith(("- index", "  reproduce"))]  # noqa: E731
+    assert table(merged) == table(whole) and len(table(whole)) == 1 + len(fuzz.PROJECTIONS)
+    assert worst(merged) == worst(whole) and len(worst(whole)) == 8
+    assert merged.startswith("trpl_math fuzz: 80 calls, seed 5, start 0,")
+    assert "call indices: 0-79" in merged
+
+
+def test_merge_refuses_overlaps_and_mixed_runs(tmp_path) -> None:
+    texts = {
+        "a": _run(None, "--calls", "10", "--seed", "5")[1],
+        "b": _run(None, "--calls", "10", "--seed", "5", "--start", "5")[1],
+        "c": _run(None, "--calls", "10", "--seed", "6", "--start", "10")[1],
+        "d": _run(None, "--calls", "10", "--seed", "5", "--start", "30")[1],
+        "e": "RESULT: PASS",
+    }
+    for k, v in texts.items():
+        (tmp_path / k).write_text(v)
+    f = lambda *ks: [str(tmp_path / k) for k in ks]  # noqa: E731
+    assert fuzz.main(["--merge", *f("a", "b")]) == 2  # indices 5-9 twice
+    assert fuzz.main(["--merge", *f("a", "c")]) == 2  # another seed
+    assert fuzz.main(["--merge", *f("a", "e")]) == 2  # not a report
+    assert fuzz.main(["--merge", *f("a", "missing")]) == 2
+    _, text = _run(None, "--merge", *f("d", "a"))
+    assert "call indices: 0-9, 30-39" in text and text.startswith("trpl_math fuzz: 20 calls")

@@ -21,16 +21,21 @@ condition number of Σ_o: see :func:`verification._measures.input_sensitivity`).
 ValueError) are failures, except the documented refusal of a bound below what the dtype can
 resolve (:func:`below_documented_floor`, counted apart).
 Exit status 1 on any confirmed violation or failure, 0 otherwise, 2 for bad arguments.
+
+A long run is split into shards (``--start``, ``--calls``) run as separate processes;
+``--merge SHARD.txt ...`` adds up their reports into one (:func:`merge`).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -599,19 +604,9 @@ def render(
         + ", ".join(f"{_unit_roundoff(d):.3g} for {d}" for d in dtypes)
         + "); flagged above half of it in float64, confirmed in 50-digit mpmath",
         "",
-        "| projection | calls | active | inside (unchanged) | at a documented limit | refused | "
-        "failures | flagged | mp-rechecked | confirmed | worst excess / tol |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *_table(tallies),
     ]
-    bad = 0
-    for name, t in tallies.items():
-        bad += t.confirmed + t.failures
-        w = "-" if t.worst == -math.inf else f"{t.worst:.3g}"
-        lines.append(
-            f"| {name} | {t.calls} | {t.active} | {t.inside} | {t.limit} | {t.refused} | "
-            f"{t.failures} | "
-            f"{t.flagged} | {t.rechecked} | {t.confirmed} | {w} |"
-        )
+    bad = sum(t.confirmed + t.failures for t in tallies.values())
     lines += ["", f"unverified flags (mp recheck budget spent): {unverified}", ""]
     lines.append(f"worst {len(worst)} cases (excess over the allowance in units of tol):")
     for excess, out, check in worst:
@@ -637,6 +632,134 @@ def render(
     return "\n".join(lines), code
 
 
+_HEAD = re.compile(
+    r"^trpl_math fuzz: (\d+) calls, seed (\d+), start (\d+), dtypes (\S+), back ends (\S+) "
+    r"\((\d+) s( in \d+ shards)?\)$"
+)
+_CELLS = ("calls", "active", "inside", "limit", "refused", "failures", "flagged", "rechecked")
+
+
+@dataclass
+class Shard:
+    """One parsed report of :func:`render` (a shard of a split run)."""
+
+    calls: int
+    seed: int
+    start: int
+    dtypes: str
+    backends: str
+    seconds: int
+    setting: tuple[str, str]  # the domain and tolerance lines
+    tallies: dict[str, Tally]
+    unverified: int
+    worst: list[tuple[float, str, str]]  # (excess, case line, reproduce line)
+
+
+def parse_report(text: str, name: str = "report") -> Shard:
+    """Read back a report printed by the fuzz command (progress lines before it are skipped).
+
+    Raises:
+        ValueError: naming ``name`` where the text is not a complete report.
+    """
+    lines = text.splitlines()
+    head = next((i for i, line in enumerate(lines) if _HEAD.match(line)), None)
+    if head is None or not any(line.startswith("RESULT: ") for line in lines[head:]):
+        raise ValueError(f"{name}: not a complete fuzz report (no header or no RESULT line)")
+    m = _HEAD.match(lines[head])
+    assert m is not None
+    tallies: dict[str, Tally] = {}
+    unverified, worst = 0, []
+    for i, line in enumerate(lines[head:], start=head):
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if cells and cells[0] in PROJECTIONS:
+            t = Tally(*(int(c) for c in cells[1:10]))
+            t.worst = -math.inf if cells[10] == "-" else float(cells[10])
+            tallies[cells[0]] = t
+        elif line.startswith("unverified flags"):
+            unverified = int(line.rsplit(":", 1)[1])
+        elif line.startswith("- index "):
+            e = re.search(r" vs \S+ \(tol [^,]+, excess ([^,)]+)", line)  # else a failure
+            excess = float(e.group(1)) if e else math.inf
+            worst.append((excess, line, lines[i + 1]))
+    if set(tallies) != set(PROJECTIONS):
+        raise ValueError(f"{name}: the table lacks {sorted(set(PROJECTIONS) - set(tallies))}")
+    return Shard(
+        int(m[1]), int(m[2]), int(m[3]), m[4], m[5], int(m[6]),
+        (lines[head + 1], lines[head + 2]), tallies, unverified, worst,
+    )  # fmt: skip
+
+
+def merge(shards: Sequence[Shard], worst_shown: int) -> tuple[str, int]:
+    """One report from the shards of one run: tallies summed (worst: the maximum), the worst
+    cases merged, the indices covered listed as ranges (a gap is shown, not hidden).
+
+    Raises:
+        ValueError: where shards differ in seed, dtypes, back ends, domain or tolerance, or
+            overlap in their call indices.
+    """
+    if not shards:
+        raise ValueError("--merge: no reports given")
+    first = shards[0]
+    for s in shards[1:]:
+        if (s.seed, s.dtypes, s.backends, s.setting) != (
+            first.seed, first.dtypes, first.backends, first.setting,
+        ):  # fmt: skip
+            raise ValueError("--merge: the reports differ in seed, dtypes, back ends or setting")
+    spans = sorted((s.start, s.start + s.calls) for s in shards)
+    ranges: list[list[int]] = []
+    for lo, hi in spans:
+        if ranges and lo < ranges[-1][1]:
+            raise ValueError(f"--merge: call indices overlap at {lo}")
+        if ranges and lo == ranges[-1][1]:
+            ranges[-1][1] = hi
+        else:
+            ranges.append([lo, hi])
+    tallies = {p: Tally() for p in PROJECTIONS}
+    for s in shards:
+        for p, t in s.tallies.items():
+            m = tallies[p]
+            for c in (*_CELLS, "confirmed"):
+                setattr(m, c, getattr(m, c) + getattr(t, c))
+            m.worst = max(m.worst, t.worst)
+    worst = sorted((w for s in shards for w in s.worst), key=lambda w: -w[0])[:worst_shown]
+    total = sum(s.calls for s in shards)
+    covered = ", ".join(f"{lo}-{hi - 1}" for lo, hi in ranges)
+    lines = [
+        f"trpl_math fuzz: {total} calls, seed {first.seed}, start {spans[0][0]}, dtypes "
+        f"{first.dtypes}, back ends {first.backends} ({sum(s.seconds for s in shards)} s in "
+        f"{len(shards)} shards)",
+        *first.setting,
+        f"call indices: {covered}",
+        "",
+        *_table(tallies),
+        "",
+        f"unverified flags (mp recheck budget spent): {sum(s.unverified for s in shards)}",
+        "",
+        f"worst {len(worst)} cases (excess over the allowance in units of tol):",
+        *(line for _, case, repro in worst for line in (case, repro)),
+    ]
+    bad = sum(t.confirmed + t.failures for t in tallies.values())
+    code = 1 if bad else 0
+    lines += ["", f"RESULT: {'FAIL' if code else 'PASS'} ({bad} confirmed violations or failures)"]
+    return "\n".join(lines), code
+
+
+def _table(tallies: dict[str, Tally]) -> list[str]:
+    """The report's table of the tallies, one row per projection."""
+    lines = [
+        "| projection | calls | active | inside (unchanged) | at a documented limit | refused | "
+        "failures | flagged | mp-rechecked | confirmed | worst excess / tol |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, t in tallies.items():
+        w = "-" if t.worst == -math.inf else f"{t.worst:.3g}"
+        lines.append(
+            f"| {name} | {t.calls} | {t.active} | {t.inside} | {t.limit} | {t.refused} | "
+            f"{t.failures} | {t.flagged} | {t.rechecked} | {t.confirmed} | {w} |"
+        )
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m verification.fuzz",
@@ -652,6 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worst", type=int, default=5, help="worst cases printed")
     p.add_argument("--replay", type=int, default=None, help="print and rerun one call index")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--merge", nargs="+", metavar="REPORT", help="add up the saved reports of a run's shards"
+    )
     return p
 
 
@@ -666,6 +792,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     dtypes = _option_list(args.dtype, ("float64", "float32"))
     backends = _option_list(args.backend, ("numpy", "torch"))
+    if args.merge:
+        try:
+            shards = [parse_report(Path(f).read_text(), f) for f in args.merge]
+            text, code = merge(shards, args.worst)
+        except (OSError, ValueError) as err:
+            print(f"python -m verification.fuzz: {err}", file=sys.stderr)
+            return 2
+        print(text)
+        return code
     if args.replay is not None:
         case = draw_case(args.seed, args.replay, dtypes, backends)
         out = run_case(case)
