@@ -29,19 +29,31 @@ def _name(xp: object) -> str:
     return str(getattr(xp, "__name__", type(xp).__name__))
 
 
+_FOUND: dict[object, ModuleType] = {}  # namespace -> back-end module, filled on first use
+
+
 def get(xp: ModuleType) -> ModuleType:
-    """The back-end module for the array namespace ``xp``.
+    """The back-end module for the array namespace ``xp`` (looked up once per namespace: the
+    core asks tens of times per projection call).
 
     Raises:
         NotImplementedError: no back end for ``xp`` (e.g. ``array_api_strict``, which the core
             supports only where it needs no operation outside the standard).
     """
+    found = _FOUND.get(xp)
+    if found is None:
+        found = _FOUND[xp] = importlib.import_module(f"trpl_math._backends.{_kind(xp)}")
+    return found
+
+
+def _kind(xp: ModuleType) -> str:
+    """``"numpy"``, ``"torch"`` or ``"jax"`` for a supported namespace."""
     if array_api_compat.is_numpy_namespace(xp):
-        return importlib.import_module("trpl_math._backends.numpy")
+        return "numpy"
     if array_api_compat.is_torch_namespace(xp):
-        return importlib.import_module("trpl_math._backends.torch")
+        return "torch"
     if array_api_compat.is_jax_namespace(xp):
-        return importlib.import_module("trpl_math._backends.jax")
+        return "jax"
     raise NotImplementedError(
         f"trpl_math has no back end for the array namespace {_name(xp)!r}: this function needs "
         "an operation outside the array API standard (a triangular solve, a Cholesky failure "
