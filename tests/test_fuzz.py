@@ -149,3 +149,18 @@ def test_merge_refuses_overlaps_and_mixed_runs(tmp_path) -> None:
     assert fuzz.main(["--merge", *f("a", "missing")]) == 2
     _, text = _run(None, "--merge", *f("d", "a"))
     assert "call indices: 0-9, 30-39" in text and text.startswith("trpl_math fuzz: 20 calls")
+
+
+def test_the_full_run_on_the_page_is_what_its_shards_give() -> None:
+    # docs/verification.md shows the merged report of the committed shard reports, verbatim.
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shards = sorted((root / "docs" / "results" / "fuzz_1e6").glob("shard_*.txt"))
+    assert len(shards) == 10
+    merged, code = fuzz.merge([fuzz.parse_report(p.read_text(), p.name) for p in shards], 10)
+    assert merged.startswith("trpl_math fuzz: 1000000 calls, seed 0, start 0,")
+    assert "call indices: 0-999999" in merged
+    page = (root / "docs" / "verification.md").read_text()
+    assert f"```\n{merged}\n```" in page
+    assert ("RESULT: PASS" in merged) == (code == 0)
