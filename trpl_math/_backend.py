@@ -264,6 +264,31 @@ def eye_like(x: Array, d: int, xp: ModuleType) -> Array:
     return xp.eye(d, dtype=x.dtype, device=array_api_compat.device(x))
 
 
+def newton_root_core(m: Array, s: Array, xp: ModuleType) -> Array:
+    """The eigenbasis core ``K`` of one Newton step for ``X² = A`` from ``X₀ = V diag(s) Vᵀ``.
+
+    With ``M = Vᵀ A V``, ``X₀ E + E X₀ = A - X₀²`` reads ``E'_ij (s_i + s_j) = M_ij - δ_ij s_i²``
+    in the eigenbasis, so ``K = diag(s) + E' = (M + diag(s²)) / (s_i + s_j)`` and the refined
+    root is ``V K Vᵀ`` (docs/math.md §2.6). The step measures the residual against ``A`` itself,
+    so the backward error of ``eigh`` (a multiple of u‖A‖ that differs between LAPACK builds)
+    drops out to first order and what remains is the rounding of ``M``. Pairs with
+    ``s_i + s_j = 0`` (singular ``A``) keep ``K_ij = 0``. Shared by every back end's
+    ``sqrtm_psd``.
+
+    Shapes: ``m (..., d, d)``, ``s (..., d)`` -> ``(..., d, d)``.
+    """
+    eye = eye_like(s, int(s.shape[-1]), xp)
+    return sylvester_eigen(m + eye * (s * s)[..., None, :], s, xp)
+
+
+def sylvester_eigen(m: Array, s: Array, xp: ModuleType) -> Array:
+    """``M_ij / (s_i + s_j)``: the solution of ``S X + X S = M`` in the eigenbasis of
+    ``S = diag(s)`` (0 where ``s_i + s_j = 0``). Shapes: ``m (..., d, d)``, ``s (..., d)``."""
+    denom = s[..., :, None] + s[..., None, :]
+    positive = denom > 0
+    return xp.where(positive, m / xp.where(positive, denom, 1.0), 0.0)
+
+
 def sqrtm_psd(x: Array, xp: ModuleType) -> Array:
     """Symmetric square root of a batch of symmetric positive-definite matrices.
 
@@ -272,3 +297,64 @@ def sqrtm_psd(x: Array, xp: ModuleType) -> Array:
     generic ``eigh`` backward divides by their differences and gives NaN there).
     """
     return backend(xp).sqrtm_psd(x)
+
+
+def split_rows(x: Array, bits: int, xp: ModuleType) -> tuple[Array, Array]:
+    """``x = hi + lo`` exactly, each row of ``hi`` on a grid of one power of two, ≤ ``bits + 1``
+    significant bits: ``hi = (x + σ) - σ`` with ``σ = 2^{e + 53 - bits}``, ``2^e ≥ max_k |x_ik|``
+    (the error-free splitting of Ozaki et al.; float64 only, no reassociation).
+
+    Shapes: ``(..., d, d)`` -> two of ``(..., d, d)``.
+    """
+    mu = xp.max(xp.abs(x), axis=-1, keepdims=True)
+    e = xp.ceil(xp.log2(xp.where(mu > 0, mu, 1.0)))
+    sigma = xp.pow(xp.asarray(2.0, dtype=x.dtype), e + float(53 - bits))
+    hi = (x + sigma) - sigma
+    return hi, x - hi
+
+
+def square_residual(a: Array, f: Array, xp: ModuleType) -> Array:
+    """``A - F Fᵀ`` to ~2^{-3β}‖A‖ in float64 arithmetic (``β = ⌊(51 - ⌈log₂ d⌉)/2⌋``, 23 at
+    d = 32), where the plain product loses everything below u‖A‖.
+
+    ``F = F₁ + F₂ + F₃`` by :func:`split_rows` (twice, β bits): every product ``F_a F_bᵀ`` of
+    the β-bit slices is a sum of ``d`` terms on a common grid with at most ``2β + 2 + log₂ d ≤
+    53`` bits, hence exact; the terms with ``F₃`` (~2^{-2β}‖A‖) are rounded far below the result,
+    those of order 2^{-3β} are dropped, and the partial sums shrink as they are subtracted.
+
+    Shapes: ``a, f (..., d, d)`` -> ``(..., d, d)``.
+    """
+    d = int(f.shape[-1])
+    bits = (51 - max(0, (d - 1).bit_length())) // 2
+    f1, rest = split_rows(f, bits, xp)
+    f2, f3 = split_rows(rest, bits, xp)
+    p12 = f1 @ mT(f2)
+    p13 = (f1 + f2) @ mT(f3)
+    return ((a - f1 @ mT(f1)) - (p12 + mT(p12))) - (f2 @ mT(f2) + (p13 + mT(p13)))
+
+
+def sqrtm_psd_extended(x: Array, xp: ModuleType) -> Array:
+    """The symmetric root of SPD ``x`` (float64) accurate to about the rounding of its entries.
+
+    The refined root ``F`` of :func:`sqrtm_psd` plus one more Newton step
+    ``V [(Vᵀ R V)_ij / (s_i + s_j)] Vᵀ`` whose residual ``R = x - F²`` comes from
+    :func:`square_residual` (docs/math.md §2.6): a float64 residual is itself only good to
+    ~u‖x‖, so float64 ``F`` misses the root by ~u‖x‖/(s_i + s_j), which the plain Eq. 9
+    projection (a root compared with the root of a nearby matrix) turns into errors above its
+    tolerance. The gradient, where one can flow, is that of :func:`sqrtm_psd` (the same matrix
+    up to rounding), added as ``g - stop_gradient(g)``.
+
+    Shapes: ``(..., d, d)`` -> ``(..., d, d)``.
+    """
+    const = stop_gradient(x, xp)
+    w, v = eigh(const, xp)
+    s = xp.sqrt(xp.where(w > 0, w, 0.0))
+    vt = mT(v)
+    f = v @ newton_root_core(vt @ const @ v, s, xp) @ vt
+    f = 0.5 * (f + mT(f))
+    step = v @ sylvester_eigen(vt @ square_residual(const, f, xp) @ v, s, xp) @ vt
+    root = f + 0.5 * (step + mT(step))
+    if backend(xp).autograd and backend(xp).needs_grad(x):
+        graph = sqrtm_psd(x, xp)
+        root = root + (graph - stop_gradient(graph, xp))
+    return root

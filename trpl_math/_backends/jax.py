@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from trpl_math import _backend as B
+
 Array = Any
 
 autograd = True
@@ -77,7 +79,7 @@ def sqrtm_psd(x: Array) -> Array:
 def _sqrtm_fwd(a: Array) -> tuple[Array, tuple[Array, Array]]:
     w, v = jnp.linalg.eigh(a)
     s = jnp.sqrt(jnp.clip(w, 0.0, None))
-    root = (v * s[..., None, :]) @ _mT(v)
+    root = v @ B.newton_root_core(_mT(v) @ a @ v, s, jnp) @ _mT(v)
     return 0.5 * (root + _mT(root)), (s, v)
 
 
@@ -183,6 +185,7 @@ def _kl_full_all_states(cov: Array, old_cov: Array, eps: Array) -> tuple[Array, 
     inactive, which reproduces ``Σ``) and the input selected where inactive."""
     from trpl_math.divergences import kl_cov_whitened
     from trpl_math.projections._kl_solver import kl_cov_curve, solve_in_t
+    from trpl_math.projections.kl import pencil_cov
 
     batch, d = tuple(eps.shape), int(cov.shape[-1])
     cov_f, old_f = (jnp.reshape(lax.stop_gradient(x), (-1, d, d)) for x in (cov, old_cov))
@@ -204,9 +207,8 @@ def _kl_full_all_states(cov: Array, old_cov: Array, eps: Array) -> tuple[Array, 
     )
     t = jnp.where(active, t, 1.0)
     nu = 1.0 + t[..., None] * (lam - 1.0)
-    inv_nu = jnp.asarray(1.0 / nu, dtype=cov.dtype)
-    proj = (basis * inv_nu[..., None, :]) @ _mT(basis)
-    out = jnp.where(active[..., None, None], 0.5 * (proj + _mT(proj)), cov_f)
+    proj = pencil_cov(old_f, basis, lam, nu, t, jnp)
+    out = jnp.where(active[..., None, None], proj, cov_f)
     return jnp.reshape(out, (*batch, d, d)), (basis, old_chol, lam, nu, t, active)
 
 

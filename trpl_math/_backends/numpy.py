@@ -12,7 +12,7 @@ Every back-end module defines these functions with these contracts (see docs/bac
 * ``x_minus_log1p(x)`` and ``kl_cov_projection(cov, old_cov, eps, diag)`` — the core's
   functions with their custom gradients (plain values here).
 
-Imports only NumPy, SciPy and the core beneath it.
+Imports only NumPy, SciPy and the core beneath it (``_backend``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
+
+from trpl_math import _backend as B
 
 Array = Any
 
@@ -64,9 +66,11 @@ def eigh(x: Array) -> tuple[Array, Array]:
 
 
 def sqrtm_psd(x: Array) -> Array:
+    """The eigenbasis root, refined by one Newton step (``_backend.newton_root_core``)."""
     w, v = np.linalg.eigh(x)
     s = np.sqrt(np.clip(w, 0.0, None))
-    root = (v * s[..., None, :]) @ np.swapaxes(v, -1, -2)
+    vt = np.swapaxes(v, -1, -2)
+    root = v @ B.newton_root_core(vt @ x @ v, s, np) @ vt
     return 0.5 * (root + np.swapaxes(root, -1, -2))
 
 

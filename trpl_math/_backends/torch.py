@@ -304,7 +304,8 @@ class SqrtmPSD(torch.autograd.Function):
         w, v = torch.linalg.eigh(a)
         s = w.clamp_min(0).sqrt()
         ctx.save_for_backward(s, v)
-        root = (v * s.unsqueeze(-2)) @ v.mT.contiguous()
+        vt = v.mT.contiguous()
+        root = v @ B.newton_root_core(vt @ a @ v, s, B.namespace(a)) @ vt
         return 0.5 * (root + root.mT)
 
     @staticmethod

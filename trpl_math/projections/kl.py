@@ -210,7 +210,8 @@ def kl_cov_eigen_projection(
     states alone, whitening by ``L_o`` and rotating by the eigenvectors ``U`` of ``W Wᵀ``
     (``W = L_o⁻¹ L``, eigenvalues ``1/λ_i``) makes every matrix of Eq. 11 diagonal: the
     projection is ``Σ̃ = V diag(1/ν) Vᵀ`` with ``V = L_o U`` and ``ν_i = 1 + t(λ_i - 1)``, ``t``
-    the root of ``KLcov(t) = ε`` (see ``_kl_solver``). Inputs are taken as constants.
+    the root of ``KLcov(t) = ε`` (see ``_kl_solver``), formed as ``Σ_o + V diag(1/ν - 1) Vᵀ``
+    where every ``|1/ν_i - 1| ≤ ½``. Inputs are taken as constants.
 
     Args:
         cov, old_cov: ``(..., d, d)`` (``(..., d)`` if ``diag``) of one batch shape.
@@ -243,10 +244,29 @@ def kl_cov_eigen_projection(
     t = kl_cov_root(lam_h, eps_h, ones, hx)
     t = B.from_host(t, xp, lam)
     nu = 1.0 + t[..., None] * (lam - 1.0)
-    inv_nu = xp.astype(1.0 / nu, cov.dtype)
     if int(index.shape[0]):
-        out[index] = B.sym((basis * inv_nu[..., None, :]) @ B.mT(basis))
+        out[index] = pencil_cov(take(old_cov), basis, lam, nu, t, xp)
     return EigenSolution(xp.reshape(out, (*batch, *event)), index, basis, old_chol, lam, nu, t)
+
+
+def pencil_cov(
+    old_cov: Array, basis: Array, lam: Array, nu: Array, t: Array, xp: ModuleType
+) -> Array:
+    """``Σ̃ = V diag(1/ν) Vᵀ`` in the dtype of ``old_cov`` (docs/math.md §3.7, "Output").
+
+    Where every ``|1/ν_i - 1| ≤ ½`` it is formed as ``Σ_o + V diag(1/ν - 1) Vᵀ`` (``V Vᵀ =
+    Σ_o``, ``1/ν - 1 = -t(λ - 1)/ν``): the old covariance enters exactly and the rounding of
+    ``V`` touches only the change; farther out directly, which keeps a ``Σ̃ ≪ Σ_o`` to its own
+    relative accuracy.
+
+    Shapes: ``old_cov, basis (n, d, d)``; ``lam, nu (n, d)`` float64; ``t (n,)`` -> ``(n, d, d)``.
+    """
+    step = -t[..., None] * (lam - 1.0) / nu
+    near = xp.max(xp.abs(step), axis=-1) <= 0.5
+    step, inv_nu = xp.astype(step, old_cov.dtype), xp.astype(1.0 / nu, old_cov.dtype)
+    about_old = old_cov + B.sym((basis * step[..., None, :]) @ B.mT(basis))
+    direct = B.sym((basis * inv_nu[..., None, :]) @ B.mT(basis))
+    return xp.where(near[..., None, None], about_old, direct)
 
 
 def _diag_projection(
