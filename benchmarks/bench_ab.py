@@ -33,7 +33,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-EPS = {"kl_joint": {"eps": 0.01}, "kl": {"eps_mean": 0.01, "eps_cov": 1e-3}}
+EPS = {
+    "kl_joint": {"eps": 0.01},
+    "kl": {"eps_mean": 0.01, "eps_cov": 1e-3},
+    "wasserstein": {"eps_mean": 0.01, "eps_cov": 1e-3},  # the paper's Eq. 9, scaled
+    "wasserstein_plain": {"eps_mean": 0.01, "eps_cov": 1e-3, "scaled": False},
+}
+#: The library function of each ``--projection``.
+FUNCTION = {"wasserstein_plain": "wasserstein_projection"}
 
 
 def worker(root: str, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -48,7 +55,7 @@ def worker(root: str, args: argparse.Namespace) -> dict[str, list[float]]:
     from bench_projections import make_inputs
 
     torch.set_num_threads(1)
-    fn = getattr(tm, f"{args.projection}_projection")
+    fn = getattr(tm, FUNCTION.get(args.projection, f"{args.projection}_projection"))
     out: dict[str, list[float]] = {}
     for diag in (True, False):
         for batch in args.batch:

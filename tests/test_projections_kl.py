@@ -16,10 +16,12 @@ from _helpers import (
     asarray,
     assert_close,
     rotation,
+    spd,
     to_numpy,
 )
 
 import trpl_math as tm
+from verification import _mp
 
 
 def _kl_cov_np(cov: np.ndarray, old_cov: np.ndarray) -> float:
@@ -178,6 +180,26 @@ class TestLargeRatios:
         with mpmath.workdps(40):
             part = 0.5 * sum(mpmath.mpf(r) - 1 - mpmath.log(mpmath.mpf(r)) for r in ratio)
         assert abs(float(part / 10.0 - 1)) <= 2e-15
+
+
+    def test_a_batch_mixing_near_and_far_states_gives_each_its_own_result(
+        self, xp: ModuleType
+    ) -> None:
+        # Σ̃ is built about Σ_o where every |1/ν - 1| ≤ ½ and directly elsewhere
+        # (projections.kl.pencil_cov): a mixed batch selects per state, bit for bit the result
+        # each state gets alone, and both land on their bounds.
+        old = spd(3, cond=10.0, seed=1)
+        covs = np.stack([old / 1e8, old + 0.3 * spd(3, cond=3.0, seed=2)])
+        olds, zeros = np.stack([old, old]), np.zeros((2, 3))
+        eps = np.array([10.0, 1e-3])
+        args = [asarray(xp, a) for a in (zeros, covs, zeros, olds)]
+        both = to_numpy(tm.kl_projection(*args, eps_mean=1.0, eps_cov=asarray(xp, eps)).cov)
+        for i in range(2):
+            alone = [asarray(xp, a[i : i + 1]) for a in (zeros, covs, zeros, olds)]
+            one = tm.kl_projection(*alone, eps_mean=1.0, eps_cov=float(eps[i])).cov
+            np.testing.assert_array_equal(both[i], to_numpy(one)[0])
+            got = _mp.kl_parts(np.zeros(3), both[i], np.zeros(3), old)[1]
+            assert abs(got / eps[i] - 1.0) <= 1e-13
 
 
 class _OldNumpy:

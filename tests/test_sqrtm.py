@@ -11,8 +11,8 @@ import mpmath
 import numpy as np
 import pytest
 import torch
+from _helpers import asarray, spd, to_numpy
 
-from tests._helpers import asarray, spd, to_numpy
 from trpl_math import _backend as B
 from verification import fuzz
 

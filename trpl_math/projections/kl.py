@@ -263,10 +263,16 @@ def pencil_cov(
     """
     step = -t[..., None] * (lam - 1.0) / nu
     near = xp.max(xp.abs(step), axis=-1) <= 0.5
-    step, inv_nu = xp.astype(step, old_cov.dtype), xp.astype(1.0 / nu, old_cov.dtype)
-    about_old = old_cov + B.sym((basis * step[..., None, :]) @ B.mT(basis))
-    direct = B.sym((basis * inv_nu[..., None, :]) @ B.mT(basis))
-    return xp.where(near[..., None, None], about_old, direct)
+
+    def congruence(w: Array) -> Array:
+        return B.sym((basis * xp.astype(w, old_cov.dtype)[..., None, :]) @ B.mT(basis))
+
+    if not B.backend(xp).traced(near):  # eager: one congruence where every state agrees
+        if bool(xp.all(near)):
+            return old_cov + congruence(step)
+        if not bool(xp.any(near)):
+            return congruence(1.0 / nu)
+    return xp.where(near[..., None, None], old_cov + congruence(step), congruence(1.0 / nu))
 
 
 def _diag_projection(
