@@ -111,13 +111,14 @@ def wasserstein_projection(
 def _root_gap(cov: Array, old_cov: Array, scaled: bool, xp: ModuleType) -> tuple[Array, ...]:
     """Square roots, their difference and the paper's covariance part ``c`` (full matrices).
 
-    The plain form takes the old root to full float64 accuracy (:func:`B.sqrtm_psd_extended`):
-    the projection builds ``Σ̃`` about ``Σ_o`` exactly, so the root of ``Σ̃`` is ``F_o + t G``
-    only if ``F_o`` is the root of ``Σ_o`` itself, and the plain measure has no ``Σ_o^{-1/2}``
-    to damp a miss of ~u‖Σ_o‖/λ_min^{1/2} (docs/math.md §2.6).
+    The old root is taken to full float64 accuracy (:func:`B.sqrtm_psd_extended`): the
+    projection builds ``Σ̃`` about ``Σ_o`` exactly, so the root of ``Σ̃`` is ``F_o + t G`` only
+    if ``F_o`` is the root of ``Σ_o`` itself; a miss of ~u‖Σ_o‖/λ_min^{1/2} moved the measured
+    part of ill-conditioned pairs over its tolerance, plain and scaled (docs/math.md §2.6).
+    The new root's error only changes ``G``, with which ``c`` and ``Σ̃`` agree.
     """
     root = B.sqrtm_psd(cov, xp)
-    old_root = B.sqrtm_psd(old_cov, xp) if scaled else B.sqrtm_psd_extended(old_cov, xp)
+    old_root = B.sqrtm_psd_extended(old_cov, xp)
     gap = root - old_root
     if scaled:
         # Σ_o^{-1/2} Σ^{1/2} - I = Σ_o^{-1/2} (Σ^{1/2} - Σ_o^{1/2}): no cancellation near Σ_o.
