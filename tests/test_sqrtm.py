@@ -144,3 +144,18 @@ class TestFuzzReplays:
     def test_full_kl_lands_well_inside_its_allowance(self, index: int, backend: str) -> None:
         # Σ̃ built as Σ_o + V diag(1/ν - 1) Vᵀ instead of V diag(1/ν) Vᵀ: ≤ 0.15 on both.
         assert _replayed_excess(index, backend) <= 0.3
+
+
+def test_the_error_free_residual_survives_jax_jit() -> None:
+    # XLA may fuse and simplify: (x + σ) - σ must stay a rounding to the grid, not become x.
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    a = spd(6, cond=1e7, seed=1) * 10.0
+    f = B.sqrtm_psd(a, np)
+    residual = jax.jit(lambda a, f: B.square_residual(a, f, B.namespace(a)))
+    got = np.asarray(residual(jnp.asarray(a), jnp.asarray(f)))
+    assert np.abs(got - _mp_residual(a, f)).max() <= 1e-3 * U * np.abs(a).max()
+    root = jax.jit(lambda x: B.sqrtm_psd_extended(x, B.namespace(x)))(jnp.asarray(a))
+    exact = _mp_root(a)
+    assert (np.abs(np.asarray(root) - exact) / np.spacing(np.abs(exact))).max() <= 1.0
