@@ -14,17 +14,15 @@ import torch
 from _helpers import asarray, spd, to_numpy
 
 from trpl_math import _backend as B
-from verification import fuzz
+from verification import _mp, fuzz
 
 U = 2.0**-53
 
 
 def _mp_root(a: np.ndarray) -> np.ndarray:
-    """The symmetric root of ``a`` in 50 digits, rounded to float64 once."""
-    with mpmath.workdps(50):
-        w, v = mpmath.eigsy(mpmath.matrix(a.tolist()))
-        s = mpmath.diag([mpmath.sqrt(x) for x in w])
-        return np.array((v * s * v.T).tolist(), dtype=np.float64)
+    """The symmetric root of ``a`` in 50 digits (the fuzz's reference), rounded to float64 once."""
+    with mpmath.workdps(_mp.DPS):
+        return np.array(_mp._sqrtm(_mp._mat(a)).tolist(), dtype=np.float64)
 
 
 def _mp_residual(a: np.ndarray, f: np.ndarray) -> np.ndarray:

@@ -339,9 +339,9 @@ def sqrtm_psd_extended(x: Array, xp: ModuleType) -> Array:
     The refined root ``F`` of :func:`sqrtm_psd` plus one more Newton step
     ``V [(Vᵀ R V)_ij / (s_i + s_j)] Vᵀ`` whose residual ``R = x - F²`` comes from
     :func:`square_residual` (docs/math.md §2.6): a float64 residual is itself only good to
-    ~u‖x‖, so float64 ``F`` misses the root by ~u‖x‖/(s_i + s_j), which the plain Eq. 9
-    projection (a root compared with the root of a nearby matrix) turns into errors above its
-    tolerance. The gradient, where one can flow, is that of :func:`sqrtm_psd` (the same matrix
+    ~u‖x‖, so float64 ``F`` misses the root by ~u‖x‖/(s_i + s_j), which the Eq. 9 projection,
+    plain and scaled (a root compared with the root of a nearby matrix), turns into errors above
+    its tolerance. The gradient, where one can flow, is that of :func:`sqrtm_psd` (the same matrix
     up to rounding), added as ``g - stop_gradient(g)``.
 
     Shapes: ``(..., d, d)`` -> ``(..., d, d)``.
