@@ -181,7 +181,6 @@ class TestLargeRatios:
             part = 0.5 * sum(mpmath.mpf(r) - 1 - mpmath.log(mpmath.mpf(r)) for r in ratio)
         assert abs(float(part / 10.0 - 1)) <= 2e-15
 
-
     def test_a_batch_mixing_near_and_far_states_gives_each_its_own_result(
         self, xp: ModuleType
     ) -> None:

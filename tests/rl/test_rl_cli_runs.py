@@ -41,6 +41,16 @@ TINY = [
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _counting_iterate(calls: list) -> object:
+    original = Trainer.iterate
+
+    def iterate(self):
+        calls.append(1)
+        return original(self)
+
+    return iterate
+
+
 def _train(out: Path, *extra: str, steps: int = 1000) -> int:
     return main(
         [
@@ -412,6 +422,75 @@ class TestAgentAtEveryStop:
         assert torch.load(out / "agent.pt", weights_only=False)["iteration"] == 3
         assert torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["iteration"] == 3
 
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+    def test_a_signal_in_the_bookkeeping_is_held_until_it_is_done(
+        self, tmp_path, monkeypatch, signum
+    ):
+        # A handler's exception raised inside TensorBoard's add_scalar once lost the writer
+        # thread's wake-up, and close() hung for its next timed flush: the signal must wait for
+        # the bookkeeping of the iteration, then stop the run before the next one.
+        original = run_mod._tb_scalars
+        done = []
+
+        def tb_scalars(writer, row, step):
+            if row["iteration"] == 2:
+                signal.raise_signal(signum)
+            original(writer, row, step)
+            done.append(row["iteration"])
+
+        monkeypatch.setattr(run_mod, "_tb_scalars", tb_scalars)
+        monkeypatch.setattr(Trainer, "iterate", _counting_iterate(calls := []))
+        out = tmp_path / "r"
+        if signum == signal.SIGTERM:
+            with pytest.raises(SystemExit) as exc:
+                _train(out)
+            assert exc.value.code == 143
+        else:
+            assert _train(out) == 130  # KeyboardInterrupt, reported by the command
+        assert done == [1, 2] and len(calls) == 2  # iteration 2 fully logged, no iteration 3
+        assert len(_rows(out)) == 2
+        assert torch.load(out / "agent.pt", weights_only=False)["iteration"] == 2
+        assert torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["iteration"] == 2
+
+    def test_a_signal_held_at_the_last_iteration_still_stops_with_its_code(
+        self, tmp_path, monkeypatch
+    ):
+        original = run_mod._tb_scalars
+
+        def tb_scalars(writer, row, step):
+            if row["iteration"] == 3:
+                signal.raise_signal(signal.SIGTERM)
+            original(writer, row, step)
+
+        monkeypatch.setattr(run_mod, "_tb_scalars", tb_scalars)
+        out = tmp_path / "r"
+        with pytest.raises(SystemExit) as exc:
+            _train(out, "--max-iterations", "3")
+        assert exc.value.code == 143
+        assert len(_rows(out)) == 3
+        assert torch.load(out / "agent.pt", weights_only=False)["iteration"] == 3
+
+    def test_a_signal_during_an_iteration_stops_it_at_once(self, tmp_path, monkeypatch):
+        original = Trainer.iterate
+        finished = []
+
+        def iterate(self):
+            if self.iteration == 2:  # during the third iteration
+                signal.raise_signal(signal.SIGTERM)
+            row = original(self)
+            finished.append(self.iteration)
+            return row
+
+        monkeypatch.setattr(Trainer, "iterate", iterate)
+        out = tmp_path / "r"
+        with pytest.raises(SystemExit) as exc:
+            _train(out)
+        assert exc.value.code == 143 and finished == [1, 2]
+        assert torch.load(out / "agent.pt", weights_only=False)["iteration"] == 2
+        # the handlers are the ones from before the run again
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
     def test_sigterm_writes_the_agent(self, tmp_path):
         out = tmp_path / "r"
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + str(Path(__file__).parent)}
@@ -424,7 +503,7 @@ class TestAgentAtEveryStop:
             [sys.executable, "-c", code, *args, "--no-progress", *TINY],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         try:
             t0 = time.time()

@@ -480,3 +480,35 @@ def test_tensorboard_holds_every_iteration_once_across_resumes(tmp_path):
     train_seeds(cfg, [0, 1], tmp_path, resume=True, progress=False)
     for s in (0, 1):
         assert steps(tmp_path / f"seed_{s}") == [400, 800, 1200, 1600, 2000]
+
+
+class TestStopSignals:
+    def test_sigterm_in_the_bookkeeping_waits_for_every_seed_to_be_logged(
+        self, tmp_path, monkeypatch
+    ):
+        # as for one run (tests/rl/test_rl_cli_runs.py): a handler's exception inside
+        # TensorBoard's writer can hang its close(); the signal is held until the seeds' rows are
+        # written, then stops the run before the next iteration
+        import signal
+
+        from trpl_math.rl import run as run_mod
+
+        original = run_mod._tb_scalars
+        logged = []
+
+        def tb_scalars(writer, row, step):
+            if row["iteration"] == 2 and not logged.count(2):
+                signal.raise_signal(signal.SIGTERM)
+            original(writer, row, step)
+            logged.append(row["iteration"])
+
+        monkeypatch.setattr(run_mod, "_tb_scalars", tb_scalars)
+        cfg = toy_config("ppo", total_steps=4000)
+        with pytest.raises(SystemExit) as exc:
+            train_seeds(cfg, [0, 1], tmp_path, progress=False)
+        assert exc.value.code == 143
+        assert logged == [1, 1, 2, 2]
+        for seed in (0, 1):
+            folder = tmp_path / f"seed_{seed}"
+            assert len(read_rows(folder)) == 2
+            assert torch.load(folder / "agent.pt", weights_only=False)["iteration"] == 2

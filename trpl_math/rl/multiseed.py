@@ -800,7 +800,7 @@ def _train_seeds_unlocked(
         _atomic_save,
         _clear_run,
         _existing_run_files,
-        _sigterm_as_exit,
+        _stop_signals,
         _tb_scalars,
         read_state,
     )
@@ -907,14 +907,15 @@ def _train_seeds_unlocked(
                 _atomic_save(state, f / "checkpoints" / f"iter_{trainer.iteration:06d}.pt")
         saved_iteration = trainer.iteration
 
-    with _sigterm_as_exit():
+    with _stop_signals() as signals:
         agents = [trainer.agent(k) for k in range(len(seeds))]
         try:
             while trainer.iteration < stop:
                 if deadline is not None and time.time() >= deadline:
                     break
                 t0 = time.perf_counter()
-                rows = trainer.iterate()
+                with signals.interruptible():
+                    rows = trainer.iterate()
                 elapsed = time.perf_counter() - t0
                 agents = [trainer.agent(k) for k in range(len(seeds))]
                 for k, row in enumerate(rows):

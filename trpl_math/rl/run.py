@@ -213,22 +213,73 @@ def _clear_run(out: Path) -> None:
             p.unlink()
 
 
-@contextlib.contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """Turn SIGTERM (a grid's deadline, a batch system) into SystemExit(143) so that the
-    ``finally`` blocks run; only in the main thread, where Python handles signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class StopSignals:
+    """When SIGTERM and SIGINT may stop a run: at once while an iteration computes, held over
+    the bookkeeping between iterations.
 
-    def handler(signum: int, frame: Any) -> None:
+    SIGTERM (a grid's deadline, a batch system) becomes ``SystemExit(143)`` and SIGINT
+    ``KeyboardInterrupt``, so that the ``finally`` blocks write the last completed iteration's
+    agent. An exception raised by a signal handler lands between any two bytecodes, and in the
+    bookkeeping that can be inside a lock that another thread waits on: raised within
+    TensorBoard's ``add_scalar``, it lost the wake-up of the writer thread, and ``close()`` then
+    waited for the thread's next timed flush (up to two minutes). So a signal that arrives
+    outside :meth:`interruptible` is held and raised when the bookkeeping enters the next
+    :meth:`interruptible` block or leaves :func:`_stop_signals`; the computation of an
+    iteration, whose result a stop discards, stays interruptible.
+    """
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.open = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.open:
+            self.raise_for(signum)
+        if self.pending is None:
+            self.pending = signum
+
+    @staticmethod
+    def raise_for(signum: int) -> None:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    def raise_pending(self) -> None:
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            self.raise_for(signum)
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A block that a signal stops at once (one held from before stops it on entry)."""
+        self.raise_pending()
+        self.open = True
+        try:
+            yield
+        finally:
+            self.open = False
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[StopSignals]:
+    """Install :class:`StopSignals`'s handler for SIGTERM and SIGINT (in the main thread only,
+    where Python handles signals; elsewhere the guard does nothing) and raise a held signal on
+    leaving, unless another exception is already on its way."""
+    guard = StopSignals()
+    if threading.current_thread() is not threading.main_thread():
+        guard.open = True
+        yield guard
+        return
+    previous = {s: signal.signal(s, guard.handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield guard
+    except BaseException:
+        guard.pending = None
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
+    guard.raise_pending()
 
 
 LOCK_NAME = ".lock"
@@ -408,8 +459,9 @@ def _train_unlocked(
     except BaseException:
         trainer.close()
         raise
-    with _sigterm_as_exit():
+    with _stop_signals() as signals:
         return _loop(
+            signals,
             trainer,
             out,
             ckpt,
@@ -423,6 +475,7 @@ def _train_unlocked(
 
 
 def _loop(
+    signals: StopSignals,
     trainer: Trainer,
     out: Path,
     ckpt: Path,
@@ -474,7 +527,8 @@ def _loop(
             if deadline is not None and time.time() >= deadline:
                 break
             t0 = time.perf_counter()
-            row = trainer.iterate()
+            with signals.interruptible():
+                row = trainer.iterate()
             row["time_iteration"] = time.perf_counter() - t0
             row["steps_per_s"] = cfg.rollout_steps / row["time_iteration"]
             logger.write(row)
