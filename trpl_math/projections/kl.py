@@ -453,11 +453,15 @@ def kl_cov_diag_grads(
 
 
 class Interpolated(NamedTuple):
-    """``S = Σ_o (η Σ + Σ_o)⁻¹ Σ`` (so ``Σ̃ = a S``), ``μ̃`` and ``log|η Σ + Σ_o|``."""
+    """``S = Σ_o (η Σ + Σ_o)⁻¹ Σ`` (so ``Σ̃ = a S``), ``μ̃ - μ_o`` and ``log|η Σ + Σ_o|``; for
+    full covariances also the Cholesky factor ``L_K`` of ``K = η Σ + Σ_o`` and
+    ``v = K⁻¹ (μ - μ_o)`` (``None`` for diagonal ones, or without a mean)."""
 
     cov: Array
     mean_offset: Array | None
     logdet_k: Array
+    chol_k: Array | None = None
+    solved: Array | None = None
 
 
 class Pencil:
@@ -514,13 +518,32 @@ class Pencil:
         chol_k = B.cholesky(k, xp, name="interpolated precision", check=False)
         left = B.solve_tril(chol_k, self.old_cov, xp)
         right = B.solve_tril(chol_k, self.cov, xp)
-        offset = None
+        offset = v = None
         if diff is not None:
             v = B.solve_tril(
                 chol_k, B.solve_tril_vec(chol_k, diff, xp)[..., None], xp, transpose=True
             )[..., 0]
             offset = xp.sum(self.old_cov * v[..., None, :], axis=-1)
-        return Interpolated(B.sym(B.mT(left) @ right), offset, B.logdet_from_chol(chol_k, xp))
+        logdet_k = B.logdet_from_chol(chol_k, xp)
+        return Interpolated(B.sym(B.mT(left) @ right), offset, logdet_k, chol_k, v)
+
+    def kl_interpolated(
+        self, interp: Interpolated, a: Array, log_a: Array, log_det: Array
+    ) -> Array:
+        """``KL(N(μ_o + Σ_o v, a S) ‖ N(μ_o, Σ_o))`` of a full-covariance interpolation
+        (:meth:`interpolate` with a mean) from ``L_K`` alone, without a factor of ``a S``:
+        ``½[vᵀ Σ_o v + a tr(K⁻¹ Σ) - d - d log a + log|K| - log|Σ|]``, since
+        ``Σ_o⁻¹ S = K⁻¹ Σ``, ``tr(K⁻¹ Σ) = ‖L_K⁻¹ L‖_F²`` and ``log|S| = log|Σ_o| - log|K| +
+        log|Σ|``. Its terms cancel to the KL (no accurate small value, unlike
+        :func:`~trpl_math.divergences.kl_cov_chol`); it serves the implicit-gradient graph of
+        the joint projection, whose value is replaced. Shapes: ``a, log_a, log_det (...)``
+        (``log_det = log|Σ|``) -> ``(...)``."""
+        xp = self.xp
+        w = B.solve_tril(interp.chol_k, self.chol, xp)
+        trace = xp.sum(xp.sum(w * w, axis=-1), axis=-1)
+        maha = xp.sum(interp.mean_offset * interp.solved, axis=-1)
+        d = int(self.cov.shape[-1])
+        return 0.5 * (maha + a * trace - d - d * log_a + interp.logdet_k - log_det)
 
     def kl_cov(self, cov_t: Array) -> Array:
         """Covariance part of ``KL(N(·, cov_t) ‖ N(·, Σ_o))``, accurate when small."""

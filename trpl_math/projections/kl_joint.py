@@ -430,13 +430,19 @@ def _implicit_graph(
     deta = xp.astype(-t * t * dkl_dt, dtype)
     interp = pencil.interpolate(eta_c, diff)
     a = 1.0 + eta_c
+    log_a = xp.log1p(eta_c)
     if beta is not None:
         # a such that H(π̃) = β exactly: d log a = 2β - d log 2πe - log|Σ_o| + log|K| - log|Σ|.
         target = 2.0 * beta - d * _LOG_2PIE
-        a_ent = xp.exp((target - old_log_det + interp.logdet_k - log_det) / d)
-        a = xp.where(ent_active, a_ent, a)
+        log_a_ent = (target - old_log_det + interp.logdet_k - log_det) / d
+        a = xp.where(ent_active, xp.exp(log_a_ent), a)
+        log_a = xp.where(ent_active, log_a_ent, log_a)
     cov_t = a[ex] * interp.cov
-    f = 0.5 * pencil.maha_old(interp.mean_offset) + pencil.kl_cov(cov_t) - eps
+    if diag:
+        kl = 0.5 * pencil.maha_old(interp.mean_offset) + pencil.kl_cov(cov_t)
+    else:  # only its gradient is used: no factor of cov_t needed (Pencil.kl_interpolated)
+        kl = pencil.kl_interpolated(interp, a, log_a, log_det)
+    f = kl - eps
     mean_t = old_mean + interp.mean_offset
     safe = B.stop_gradient(xp.where(solve, deta, xp.ones_like(deta)), xp)
     eta = xp.where(solve, eta_c - f / safe, xp.zeros_like(eta_c))
