@@ -442,8 +442,11 @@ def run(
     max_rechecks: int = 1000,
     worst_shown: int = 5,
     progress: Any = None,
+    only: Sequence[str] | None = None,
 ) -> tuple[dict[str, Tally], list[tuple[float, Outcome, Check | None]], int, float]:
-    """Run ``calls`` cases; returns tallies, the worst cases, unverified flags and seconds."""
+    """Run ``calls`` cases (with ``only``: the cases of those projections among ``calls`` call
+    indices, each drawn as in a full run); returns tallies, the worst cases, unverified flags
+    and seconds."""
     tallies = {p: Tally() for p in PROJECTIONS}
     worst: list[tuple[float, Outcome, Check | None]] = []
     t0 = time.perf_counter()
@@ -461,6 +464,7 @@ def run(
             tallies,
             worst,
             counters := {"unverified": 0, "rechecks": 0},
+            only,
         )
     except KeyboardInterrupt:  # report what ran: an interrupted run states its real count
         if progress is not None:
@@ -482,10 +486,13 @@ def _loop(
     tallies,
     worst,
     counters,
+    only=None,
 ) -> None:
     """The body of :func:`run` (interruptible: the tallies fill in place)."""
     for index in range(start, start + calls):
         case = draw_case(seed, index, dtypes, backends)
+        if only is not None and case.projection not in only:
+            continue
         out = run_case(case)
         tally = tallies[case.projection]
         tally.calls += 1
@@ -590,8 +597,9 @@ def render(
 ) -> tuple[str, int]:
     """The report (Markdown table and the worst cases) and the exit status."""
     total = sum(t.calls for t in tallies.values())
+    at = "" if args.only is None else f" at {args.calls} indices, only {'/'.join(args.only)}"
     lines = [
-        f"trpl_math fuzz: {total} calls, seed {args.seed}, start {args.start}, "
+        f"trpl_math fuzz: {total} calls{at}, seed {args.seed}, start {args.start}, "
         f"dtypes {'/'.join(dtypes)}, back ends {'/'.join(backends)} ({seconds:.0f} s)",
         f"domain: d {DIMS[0]}-{DIMS[1]}, diagonal and full; condition numbers up to "
         + ", ".join(f"{MAX_COND[d]:.0e} ({d})" for d in dtypes)
@@ -633,8 +641,8 @@ def render(
 
 
 _HEAD = re.compile(
-    r"^trpl_math fuzz: (\d+) calls, seed (\d+), start (\d+), dtypes (\S+), back ends (\S+) "
-    r"\((\d+) s( in \d+ shards)?\)$"
+    r"^trpl_math fuzz: (\d+) calls(?: at (\d+) indices, only (\S+))?, seed (\d+), start (\d+), "
+    r"dtypes (\S+), back ends (\S+) \((\d+) s( in \d+ shards)?\)$"
 )
 _CELLS = ("calls", "active", "inside", "limit", "refused", "failures", "flagged", "rechecked")
 
@@ -653,6 +661,12 @@ class Shard:
     tallies: dict[str, Tally]
     unverified: int
     worst: list[tuple[float, str, str]]  # (excess, case line, reproduce line)
+    indices: int = -1  # call indices scanned (``--only``), else ``calls``
+    only: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.indices < 0:
+            self.indices = self.calls
 
 
 def parse_report(text: str, name: str = "report") -> Shard:
@@ -684,8 +698,9 @@ def parse_report(text: str, name: str = "report") -> Shard:
     if set(tallies) != set(PROJECTIONS):
         raise ValueError(f"{name}: the table lacks {sorted(set(PROJECTIONS) - set(tallies))}")
     return Shard(
-        int(m[1]), int(m[2]), int(m[3]), m[4], m[5], int(m[6]),
+        int(m[1]), int(m[4]), int(m[5]), m[6], m[7], int(m[8]),
         (lines[head + 1], lines[head + 2]), tallies, unverified, worst,
+        int(m[2]) if m[2] else -1, m[3],
     )  # fmt: skip
 
 
@@ -701,11 +716,13 @@ def merge(shards: Sequence[Shard], worst_shown: int) -> tuple[str, int]:
         raise ValueError("--merge: no reports given")
     first = shards[0]
     for s in shards[1:]:
-        if (s.seed, s.dtypes, s.backends, s.setting) != (
-            first.seed, first.dtypes, first.backends, first.setting,
+        if (s.seed, s.dtypes, s.backends, s.setting, s.only) != (
+            first.seed, first.dtypes, first.backends, first.setting, first.only,
         ):  # fmt: skip
-            raise ValueError("--merge: the reports differ in seed, dtypes, back ends or setting")
-    spans = sorted((s.start, s.start + s.calls) for s in shards)
+            raise ValueError(
+                "--merge: the reports differ in seed, dtypes, back ends, setting or --only"
+            )
+    spans = sorted((s.start, s.start + s.indices) for s in shards)
     ranges: list[list[int]] = []
     for lo, hi in spans:
         if ranges and lo < ranges[-1][1]:
@@ -724,8 +741,13 @@ def merge(shards: Sequence[Shard], worst_shown: int) -> tuple[str, int]:
     worst = sorted((w for s in shards for w in s.worst), key=lambda w: -w[0])[:worst_shown]
     total = sum(s.calls for s in shards)
     covered = ", ".join(f"{lo}-{hi - 1}" for lo, hi in ranges)
+    at = (
+        ""
+        if first.only is None
+        else (f" at {sum(s.indices for s in shards)} indices, only {first.only}")
+    )
     lines = [
-        f"trpl_math fuzz: {total} calls, seed {first.seed}, start {spans[0][0]}, dtypes "
+        f"trpl_math fuzz: {total} calls{at}, seed {first.seed}, start {spans[0][0]}, dtypes "
         f"{first.dtypes}, back ends {first.backends} ({sum(s.seconds for s in shards)} s in "
         f"{len(shards)} shards)",
         *first.setting,
@@ -769,6 +791,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=1000, help="number of calls (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", type=int, default=0, help="first call index (to split a run)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=PROJECTIONS,
+        metavar="PROJECTION",
+        help="run only the calls of these projections among the --calls indices (each drawn as "
+        "in a full run, so a re-run of one projection after a change covers the same cases); "
+        f"choices: {', '.join(PROJECTIONS)}",
+    )
     p.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     p.add_argument("--backend", choices=("numpy", "torch", "both"), default="both")
     p.add_argument("--max-rechecks", type=int, default=1000, help="mpmath re-measurements")
@@ -819,6 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_rechecks=args.max_rechecks,
         worst_shown=args.worst,
         progress=progress,
+        only=args.only,
     )
     text, code = render(tallies, worst, unverified, seconds, args, dtypes, backends)
     print(text)

@@ -185,7 +185,14 @@ def kl_cov_start(lam: Array, eps: Array, active: Array, xp: ModuleType) -> Array
     return xp.where(active & xp.isfinite(s) & (s < 0.0), s, 0.0)
 
 
-def joint_start(lam: Array, z: Array, eps: Array, active: Array, xp: ModuleType) -> Array:
+def joint_start(
+    lam: Array,
+    z: Array,
+    eps: Array,
+    active: Array,
+    xp: ModuleType,
+    log_b_min0: Array | None = None,
+) -> Array:
     """First guess ``s = log t`` for the joint curve ``KL(t) = ε`` without an entropy bound
     (:func:`joint_curve`, ``b = 1``), from its expansion at ``t = 0``.
 
@@ -193,12 +200,20 @@ def joint_start(lam: Array, z: Array, eps: Array, active: Array, xp: ModuleType)
     and ``Q = ⅓ Σ u_i³ + Σ λ_i² z_i² u_i``; as in :func:`kl_cov_start`, the Padé form
     ``P t² / (1 + t Q/P) = ε`` is the quadratic ``P t² - c t - ε = 0``, ``c = ε Q/P``, whose
     positive root is taken without cancellation (Newton then needs two evaluations fewer than
-    from the power law ``sqrt(ε / KL(1))``). The joint projection starts from it with an entropy
-    bound too: the bound changes the curve only where it binds, and the bracketed iteration does
-    not depend on the guess for its result, only for its cost.
+    from the power law ``sqrt(ε / KL(1))``).
 
-    Shapes: ``lam, z (..., d)``; eps, active ``(...)``. Returns ``(...)``, ``≤ 0``, finite
-    (``0``, i.e. ``t = 1``, where the expansion overflows or the state is inactive).
+    With an entropy bound (``log_b_min0``, :func:`joint_curve`) the curve follows another branch
+    where the bound binds, ``b = b₀ exp(L)``, ``L = mean_i log ν_i``, ``b₀ = exp(log_b_min0)``:
+    there ``Σ_i log(b/ν_i) = d log b₀`` at every ``t``, so
+    ``KL = ½ [b₀ e^L Σ_i 1/ν_i - d - d log b₀ + Σ_i m_i²] = K₀ + P_b t² + O(t³)`` with
+    ``K₀ = ½ d φ(b₀ - 1)`` and ``P_b = ¼ b₀ Σ_i (u_i - ū)² + ½ Σ_i λ_i² z_i²``
+    (``e^L Σ 1/ν_i = d (1 + ½ t² var(u) + O(t³))``). Where the bound binds at the start above,
+    the start is ``t = sqrt((ε - K₀)/P_b)`` instead (10-14 curve evaluations of a batch whose
+    old policies lie below the bound came down to 4-5, docs/performance.md). The bracketed
+    iteration does not depend on the guess for its result, only for its cost.
+
+    Shapes: ``lam, z (..., d)``; eps, active, log_b_min0 ``(...)``. Returns ``(...)``, ``≤ 0``,
+    finite (``0``, i.e. ``t = 1``, where the expansion overflows or the state is inactive).
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # caught by the where
         dl = lam - 1.0
@@ -209,6 +224,15 @@ def joint_start(lam: Array, z: Array, eps: Array, active: Array, xp: ModuleType)
         c = eps * q3 / p2
         root = xp.sqrt(c * c + 4.0 * p2 * eps)
         t = xp.where(c > 0, (c + root) / (2.0 * p2), (2.0 * eps) / (root - c))
+        if log_b_min0 is not None:
+            b0 = xp.exp(log_b_min0)
+            binds = log_b_min0 + xp.mean(xp.log1p(t[..., None] * dl), axis=-1) > 0
+            k0 = 0.5 * lam.shape[-1] * x_minus_log1p(xp.expm1(log_b_min0), xp)
+            dev = dl - xp.mean(dl, axis=-1, keepdims=True)
+            pb = 0.25 * b0 * xp.sum(dev * dev, axis=-1) + 0.5 * xp.sum(lz2, axis=-1)
+            t_bind = xp.sqrt((eps - k0) / pb)
+            ok = binds & xp.isfinite(t_bind) & (t_bind > 0)
+            t = xp.where(ok, t_bind, t)
         s = xp.log(t)
     return xp.where(active & xp.isfinite(s) & (s < 0.0), s, 0.0)
 

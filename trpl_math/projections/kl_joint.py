@@ -134,7 +134,7 @@ def kl_joint_projection(
 
     curve = _landing_curve(lam_h, z_h, log_b_h, hx)
     target = eps_h * (1.0 - 0.5 * LAND_TOL)  # the middle of _feasible_root's accepted band
-    start = joint_start(lam_h, z_h, eps_h, solve_h, hx)
+    start = joint_start(lam_h, z_h, eps_h, solve_h, hx, log_b_h)
     t_h = solve_in_t(curve, target, solve_h, hx, start=start)
     t_h = _feasible_root(lam_h, z_h, t_h, log_b_h, eps_h, solve_h, kl1_h, hx)
     inputs = (p.mean, p.cov, p.old_mean, p.old_cov, eps_) + (() if beta is None else (beta,))
