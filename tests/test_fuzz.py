@@ -166,3 +166,37 @@ def test_the_full_run_on_the_page_is_what_its_shards_give(folder: str) -> None:
     page = (root / "docs" / "verification.md").read_text()
     assert f"```\n{merged}\n```" in page
     assert ("RESULT: PASS" in merged) == (code == 0)
+
+
+def test_only_runs_one_projections_calls_at_their_full_run_indices(tmp_path) -> None:
+    # --only draws every index as a full run does and runs the calls of the named projection,
+    # so a re-run after a change covers the same cases; the merge counts indices, not calls
+    import contextlib
+    import io
+
+    expected = [
+        i for i in range(200) if fuzz.draw_case(0, i, ["float64"], ["numpy"]).projection == "kl"
+    ]
+    texts = []
+    for start in (0, 100):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            code = fuzz.main(
+                ["--quiet", "--calls", "100", "--start", str(start), "--only", "kl",
+                 "--dtype", "float64", "--backend", "numpy"]
+            )  # fmt: skip
+        assert code == 0
+        texts.append(buf.getvalue())
+    first = fuzz.parse_report(texts[0])
+    n0 = sum(1 for i in expected if i < 100)
+    assert first.calls == n0 and first.indices == 100 and first.only == "kl"
+    assert first.tallies["kl"].calls == n0
+    assert all(t.calls == 0 for p, t in first.tallies.items() if p != "kl")
+    merged, code = fuzz.merge([fuzz.parse_report(t) for t in texts], 5)
+    assert code == 0
+    assert merged.startswith(f"trpl_math fuzz: {len(expected)} calls at 200 indices, only kl,")
+    assert "call indices: 0-199" in merged
+    full = fuzz.parse_report(_run(None, "--calls", "100", "--dtype", "float64", "--backend",
+                                  "numpy")[1])  # fmt: skip
+    with pytest.raises(ValueError, match="--only"):
+        fuzz.merge([full, fuzz.parse_report(texts[1])], 5)
