@@ -469,6 +469,10 @@ def run(
     except KeyboardInterrupt:  # report what ran: an interrupted run states its real count
         if progress is not None:
             progress("interrupted: reporting the calls run so far")
+    else:
+        if progress is not None:
+            unit = "calls" if only is None else "indices"
+            progress(f"{calls}/{calls} {unit}, {time.perf_counter() - t0:.0f} s")
     worst = sorted(worst, key=lambda w: -w[0])[:worst_shown]
     return tallies, worst, counters["unverified"], time.perf_counter() - t0
 
@@ -490,6 +494,9 @@ def _loop(
 ) -> None:
     """The body of :func:`run` (interruptible: the tallies fill in place)."""
     for index in range(start, start + calls):
+        if progress is not None and (index - start) % max(1, calls // 20) == 0 and index > start:
+            unit = "calls" if only is None else "indices"
+            progress(f"{index - start}/{calls} {unit}, {time.perf_counter() - t0:.0f} s")
         case = draw_case(seed, index, dtypes, backends)
         if only is not None and case.projection not in only:
             continue
@@ -528,8 +535,6 @@ def _loop(
             worst.append((excess, out, check))
         if len(worst) > 4 * worst_shown:
             worst[:] = sorted(worst, key=lambda w: -w[0])[: 2 * worst_shown]
-        if progress is not None and (index - start + 1) % max(1, calls // 20) == 0:
-            progress(f"{index - start + 1}/{calls} calls, {time.perf_counter() - t0:.0f} s")
 
 
 def _result_values(case: Case) -> tuple[np.ndarray, np.ndarray]:
