@@ -200,3 +200,18 @@ def test_only_runs_one_projections_calls_at_their_full_run_indices(tmp_path) -> 
                                   "numpy")[1])  # fmt: skip
     with pytest.raises(ValueError, match="--only"):
         fuzz.merge([full, fuzz.parse_report(texts[1])], 5)
+
+
+def test_the_joint_entropy_rerun_on_the_page_is_what_its_shards_give() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shards = sorted((root / "docs" / "results" / "fuzz_1e6_joint_entropy").glob("shard_*.txt"))
+    assert len(shards) == 2
+    merged, code = fuzz.merge([fuzz.parse_report(p.read_text(), p.name) for p in shards], 10)
+    assert merged.startswith(
+        "trpl_math fuzz: 110811 calls at 1000000 indices, only kl_joint_entropy, seed 0, start 0,"
+    )
+    assert "call indices: 0-999999" in merged and code == 0
+    page = (root / "docs" / "verification.md").read_text()
+    assert f"```\n{merged}\n```" in page
