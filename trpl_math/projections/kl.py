@@ -13,7 +13,6 @@ from trpl_math import _checks as C
 from trpl_math._backend import Array
 from trpl_math._checks import prepare_bound, prepare_pair
 from trpl_math.divergences import (
-    kl_cov_chol,
     kl_cov_diag,
     kl_cov_whitened,
     maha_chol,
@@ -450,122 +449,6 @@ def kl_cov_diag_grads(
     if need_old:
         g_old = xp.where(act, ((eta1 - 1.0) * m_hat - k * 0.5 * (1.0 - 1.0 / nu)) / var_o, 0.0)
     return g_cov, g_old, xp.where(active, k[..., 0], 0.0) if need_eps else None
-
-
-class Interpolated(NamedTuple):
-    """``S = Σ_o (η Σ + Σ_o)⁻¹ Σ`` (so ``Σ̃ = a S``), ``μ̃ - μ_o`` and ``log|η Σ + Σ_o|``; for
-    full covariances also the Cholesky factor ``L_K`` of ``K = η Σ + Σ_o`` and
-    ``v = K⁻¹ (μ - μ_o)`` (``None`` for diagonal ones, or without a mean)."""
-
-    cov: Array
-    mean_offset: Array | None
-    logdet_k: Array
-    chol_k: Array | None = None
-    solved: Array | None = None
-
-
-class Pencil:
-    """A batch of covariance pairs (Σ, Σ_o) and the precision interpolations between them.
-
-    ``Λ̃ = (η Λ_o + Λ)/a`` has covariance ``a Σ_o K⁻¹ Σ`` with ``K = η Σ + Σ_o``, and the natural
-    mean interpolation ``q̃ = (η q_o + q)/a`` has mean ``μ_o + Σ_o K⁻¹ (μ - μ_o)`` (Eq. 11, 18),
-    so one Cholesky factor of K serves both, without forming any precision matrix.
-    """
-
-    def __init__(
-        self,
-        cov: Array,
-        old_cov: Array,
-        chol: Array | None,
-        old_chol: Array | None,
-        diag: bool,
-        xp: ModuleType,
-    ) -> None:
-        self.cov, self.old_cov, self.chol, self.old_chol = cov, old_cov, chol, old_chol
-        self.diag, self.xp = diag, xp
-        self.ex = (...,) + (None,) * (1 if diag else 2)
-
-    def eigh(self, diff: Array) -> tuple[Array, Array, Array]:
-        """``(λ, z, V)`` in float64, detached: generalised eigenvalues, the offset
-        ``z = V⁻¹(μ - μ_o)`` and the basis ``V = L_o U`` (``Vᵀ Λ_o V = I``, ``Vᵀ Λ V = diag λ``);
-        ``V`` is the vector of old standard deviations if diagonal."""
-        xp = self.xp
-        diff = _f64(B.stop_gradient(diff, xp), xp)
-        if self.diag:
-            std = xp.sqrt(_f64(B.stop_gradient(self.old_cov, xp), xp))
-            lam = _f64(B.stop_gradient(self.old_cov / self.cov, xp), xp)
-            return lam, diff / std, std
-        w = self._whitened_chol()
-        evals, evecs = B.eigh(w @ B.mT(w), xp)
-        old_chol = _f64(B.stop_gradient(self.old_chol, xp), xp)
-        white = B.solve_tril_vec(old_chol, diff, xp)
-        return 1.0 / evals, xp.sum(evecs * white[..., :, None], axis=-2), old_chol @ evecs
-
-    def _whitened_chol(self) -> Array:
-        xp = self.xp
-        chol = _f64(B.stop_gradient(self.chol, xp), xp)
-        old_chol = _f64(B.stop_gradient(self.old_chol, xp), xp)
-        return B.solve_tril(old_chol, chol, xp)  # L_o⁻¹ L: W Wᵀ = Σ_o^{-1/2}-whitened Σ
-
-    def interpolate(self, eta: Array, diff: Array | None = None) -> Interpolated:
-        """``Σ_o K⁻¹ Σ``, ``Σ_o K⁻¹ (μ - μ_o)`` (if ``diff``) and ``log|K|``, ``K = η Σ + Σ_o``."""
-        xp = self.xp
-        if self.diag:
-            k = eta[..., None] * self.cov + self.old_cov
-            offset = None if diff is None else self.old_cov * diff / k
-            return Interpolated(self.old_cov * self.cov / k, offset, xp.sum(xp.log(k), axis=-1))
-        k = eta[..., None, None] * self.cov + self.old_cov
-        chol_k = B.cholesky(k, xp, name="interpolated precision", check=False)
-        left = B.solve_tril(chol_k, self.old_cov, xp)
-        right = B.solve_tril(chol_k, self.cov, xp)
-        offset = v = None
-        if diff is not None:
-            v = B.solve_tril(
-                chol_k, B.solve_tril_vec(chol_k, diff, xp)[..., None], xp, transpose=True
-            )[..., 0]
-            offset = xp.sum(self.old_cov * v[..., None, :], axis=-1)
-        logdet_k = B.logdet_from_chol(chol_k, xp)
-        return Interpolated(B.sym(B.mT(left) @ right), offset, logdet_k, chol_k, v)
-
-    def kl_interpolated(
-        self, interp: Interpolated, a: Array, log_a: Array, log_det: Array
-    ) -> Array:
-        """``KL(N(μ_o + Σ_o v, a S) ‖ N(μ_o, Σ_o))`` of a full-covariance interpolation
-        (:meth:`interpolate` with a mean) from ``L_K`` alone, without a factor of ``a S``:
-        ``½[vᵀ Σ_o v + a tr(K⁻¹ Σ) - d - d log a + log|K| - log|Σ|]``, since
-        ``Σ_o⁻¹ S = K⁻¹ Σ``, ``tr(K⁻¹ Σ) = ‖L_K⁻¹ L‖_F²`` and ``log|S| = log|Σ_o| - log|K| +
-        log|Σ|``. Its terms cancel to the KL (no accurate small value, unlike
-        :func:`~trpl_math.divergences.kl_cov_chol`); it serves the implicit-gradient graph of
-        the joint projection, whose value is replaced. Shapes: ``a, log_a, log_det (...)``
-        (``log_det = log|Σ|``) -> ``(...)``."""
-        xp = self.xp
-        w = B.solve_tril(interp.chol_k, self.chol, xp)
-        trace = xp.sum(xp.sum(w * w, axis=-1), axis=-1)
-        maha = xp.sum(interp.mean_offset * interp.solved, axis=-1)
-        d = int(self.cov.shape[-1])
-        return 0.5 * (maha + a * trace - d - d * log_a + interp.logdet_k - log_det)
-
-    def kl_cov(self, cov_t: Array) -> Array:
-        """Covariance part of ``KL(N(·, cov_t) ‖ N(·, Σ_o))``, accurate when small."""
-        xp = self.xp
-        if self.diag:
-            return kl_cov_diag(cov_t, self.old_cov, xp)
-        chol_t = B.cholesky(cov_t, xp, name="projected cov", check=False)
-        return kl_cov_chol(chol_t, self.old_chol, xp)
-
-    def maha_old(self, diff: Array) -> Array:
-        """``maha(·; Σ_o)`` of offsets ``(..., d)``."""
-        xp = self.xp
-        if self.diag:
-            return xp.sum(diff * diff / self.old_cov, axis=-1)
-        return maha_chol(diff, self.old_chol, xp)
-
-    def logdet(self, which: str) -> Array:
-        """``log|Σ|`` (``which="cov"``) or ``log|Σ_o|`` (``"old_cov"``)."""
-        xp = self.xp
-        if self.diag:
-            return xp.sum(xp.log(self.cov if which == "cov" else self.old_cov), axis=-1)
-        return B.logdet_from_chol(self.chol if which == "cov" else self.old_chol, xp)
 
 
 def _device(x: Array) -> Any:
