@@ -127,10 +127,16 @@ def kl_joint_projection(
     solve_h = kl_active & ~infeasible_h
     infeasible, solve = (B.from_host(a, xp, lam) for a in (infeasible_h, solve_h))
 
-    out_mean = xp.where(infeasible[..., None], p.old_mean, p.mean)
-    out_cov = xp.where(infeasible[ex], scale_old[ex] * p.old_cov, scale_new[ex] * p.cov)
+    def closed_forms() -> tuple[Array, Array]:  # inside, entropy-only and infeasible states
+        out_mean = xp.where(infeasible[..., None], p.old_mean, p.mean)
+        out_cov = xp.where(infeasible[ex], scale_old[ex] * p.old_cov, scale_new[ex] * p.cov)
+        return out_mean, out_cov
+
     if not B.any_true(solve, xp):
-        return Gaussian(out_mean, out_cov)
+        return Gaussian(*closed_forms())
+    # every state on the KL bound (the common case of a training step's worst one): no selects,
+    # whose forward and backward passes cost as much as the arithmetic on small states
+    everywhere = B.all_true(solve_h, hx)
 
     curve = _landing_curve(lam_h, z_h, log_b_h, hx)
     target = eps_h * (1.0 - 0.5 * LAND_TOL)  # the middle of _feasible_root's accepted band
@@ -148,11 +154,14 @@ def kl_joint_projection(
     cov_t = xp.astype(value_cov, p.cov.dtype)
     if grad:
         graph_mean, graph_cov = _implicit_graph(
-            pencil, p.old_mean, diff, eps_, beta, log_det, old_log_det, root, basis, solve,
-            diag, xp,
+            pencil, p.old_mean, diff, eps_, beta, log_det, old_log_det, root, basis,
+            None if everywhere else solve, diag, xp,
         )  # fmt: skip
         mean_t = mean_t + (graph_mean - B.stop_gradient(graph_mean, xp))
         cov_t = cov_t + (graph_cov - B.stop_gradient(graph_cov, xp))
+    if everywhere:
+        return Gaussian(mean_t, cov_t)
+    out_mean, out_cov = closed_forms()
     return Gaussian(
         xp.where(solve[..., None], mean_t, out_mean), xp.where(solve[ex], cov_t, out_cov)
     )
@@ -408,11 +417,12 @@ def _implicit_graph(
     old_log_det: Array,
     root: RootTerms,
     basis: Array,
-    solve: Array,
+    solve: Array | None,
     diag: bool,
     xp: Any,
 ) -> tuple[Array, Array]:
-    """The differentiable result whose gradient is the implicit one (docs/math.md §4.3).
+    """The differentiable result whose gradient is the implicit one (docs/math.md §4.3);
+    ``solve`` masks the states solved (``None``: all of them).
 
     One evaluation of the precision interpolation at the root ``η* = (1 - t)/t`` (θ-gradients
     at fixed η) plus the first-order term ``d(out)/dη · (η - η*)`` with ``d(out)/dη`` constant
@@ -441,8 +451,11 @@ def _implicit_graph(
     # only its gradient is used: no factor of cov_t needed (Pencil.kl_interpolated)
     f = pencil.kl_interpolated(interp, cov_t, a, log_a, log_det) - eps
     mean_t = old_mean + interp.mean_offset
-    safe = B.stop_gradient(xp.where(solve, deta, xp.ones_like(deta)), xp)
-    eta = xp.where(solve, eta_c - f / safe, xp.zeros_like(eta_c))
+    if solve is None:  # every state solved
+        eta = eta_c - f / B.stop_gradient(deta, xp)
+    else:
+        safe = B.stop_gradient(xp.where(solve, deta, xp.ones_like(deta)), xp)
+        eta = xp.where(solve, eta_c - f / safe, xp.zeros_like(eta_c))
     step = eta - eta_c
     dmean, dcov = _eta_derivative(root.ds, root.dm, basis, diag, xp)
     mean_t = mean_t + xp.astype(dmean, mean_t.dtype) * step[..., None]
