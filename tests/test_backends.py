@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import trpl_math as tm
+from trpl_math import _backend as B
 from trpl_math import _backends
 
 ROOT = pathlib.Path(tm.__file__).parent
@@ -115,3 +116,39 @@ class TestUnknownNamespace:
         import array_api_compat
 
         assert _backends.get(array_api_compat.array_namespace(np.ones(1))).autograd is False
+
+
+class TestSelect:
+    """``_backend.select``: ``where`` without the select where every state is taken."""
+
+    def test_all_true_returns_the_first_operand_itself_with_its_gradient(self) -> None:
+        import torch
+
+        a = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+        xp = B.namespace(a)
+        assert B.select(torch.ones(4, 1, dtype=torch.bool), a, b, xp) is a
+        mixed = torch.tensor([[True], [False], [True], [True]])
+        out = B.select(mixed, a, b, xp)
+        assert torch.equal(out, torch.where(mixed, a, b))
+        out.sum().backward()
+        assert torch.equal(b.grad, (~mixed).double().expand(4, 3))
+
+    def test_shapes_that_broadcast_still_select(self) -> None:
+        a, b = np.ones((2, 3)), np.zeros(3)
+        out = B.select(np.ones((2, 1), dtype=bool), a, b, np)
+        assert out is not a and out.shape == (2, 3)
+
+    def test_under_jit_it_selects(self) -> None:
+        jax = pytest.importorskip("jax")
+        jnp = jax.numpy
+        f = jax.jit(lambda c, a, b: B.select(c, a, b, jnp))
+        out = f(jnp.array([True, False]), jnp.ones(2), jnp.zeros(2))
+        assert np.array_equal(np.asarray(out), [1.0, 0.0])
+
+    def test_a_namespace_without_a_back_end(self) -> None:
+        xps = pytest.importorskip("array_api_strict")
+        a, b = xps.asarray([1.0, 2.0]), xps.asarray([3.0, 4.0])
+        assert B.select(xps.asarray([True, True]), a, b, xps) is a
+        out = B.select(xps.asarray([True, False]), a, b, xps)
+        assert [float(v) for v in out] == [1.0, 4.0]

@@ -172,6 +172,24 @@ def all_true(x: Array, xp: ModuleType) -> bool:
     return False if backend(xp).traced(x) else bool(xp.all(x))
 
 
+def select(cond: Array, a: Array, b: Array, xp: ModuleType) -> Array:
+    """``xp.where(cond, a, b)``, or ``a`` itself where ``cond`` holds everywhere and ``a`` has
+    the result's shape (eager only): the same values and gradients, without a select whose
+    forward and backward passes cost as much as a projection's arithmetic on small states (every
+    state outside its bound is a benchmark's worst case and a training step's common one)."""
+    if a.shape == b.shape and not _jax_traced(cond) and bool(xp.all(cond)):
+        return a
+    return xp.where(cond, a, b)
+
+
+def _jax_traced(x: Array) -> bool:
+    """Whether ``x`` is an abstract JAX value, asked without a back end (:func:`select` also
+    serves namespaces with none, such as ``array_api_strict``)."""
+    if not array_api_compat.is_jax_array(x):
+        return False
+    return backend(array_api_compat.array_namespace(x)).traced(x)
+
+
 def mT(x: Array) -> Array:
     """Swap the last two axes (a contiguous copy for torch, whose batched matmul is several
     times slower on a transposed view)."""

@@ -81,7 +81,7 @@ def frobenius_projection(
     _check_domain(p, eps_m, eps_c, maha, dist_cov, diag)
     t, active = shrink_factor(dist_cov, eps_c, xp)
     ex = (...,) + (None,) * (1 if diag else 2)
-    proj_cov = xp.where(active[ex], p.old_cov + t[ex] * delta, p.cov)
+    proj_cov = B.select(active[ex], p.old_cov + t[ex] * delta, p.cov, xp)
     return Gaussian(project_mean(p.mean, p.old_mean, maha, eps_m, xp), proj_cov)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from trpl_math import _backend as B
 from trpl_math._backend import Array
 
 
@@ -42,4 +43,4 @@ def project_mean(mean: Array, old_mean: Array, dist: Array, eps: Array, xp: Modu
     """
     t, active = shrink_factor(dist, eps, xp)
     proj = old_mean + t[..., None] * (mean - old_mean)
-    return xp.where(active[..., None], proj, mean)
+    return B.select(active[..., None], proj, mean, xp)

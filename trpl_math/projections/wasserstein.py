@@ -91,7 +91,7 @@ def wasserstein_projection(
         rel = gap / old_std if scaled else gap
         t, active = shrink_factor(xp.sum(rel * rel, axis=-1), eps_c, xp)
         proj_std = old_std + t[..., None] * gap
-        proj_cov = xp.where(active[..., None], proj_std * proj_std, p.cov)
+        proj_cov = B.select(active[..., None], proj_std * proj_std, p.cov, xp)
         return Gaussian(project_mean(p.mean, p.old_mean, maha, eps_m, xp), proj_cov)
 
     C.check_condition(p.old_cov, "old_cov", xp)
@@ -104,7 +104,7 @@ def wasserstein_projection(
         proj_cov, active = _geodesic_cov(p.cov, p.old_cov, chol, old_chol, eps_c, scaled, xp)
     else:
         proj_cov, active = _commuting_cov(p.cov, p.old_cov, eps_c, scaled, xp)
-    proj_cov = xp.where(active[..., None, None], proj_cov, p.cov)
+    proj_cov = B.select(active[..., None, None], proj_cov, p.cov, xp)
     return Gaussian(project_mean(p.mean, p.old_mean, maha, eps_m, xp), proj_cov)
 
 
