@@ -38,6 +38,7 @@ EPS = {
     "kl": {"eps_mean": 0.01, "eps_cov": 1e-3},
     "wasserstein": {"eps_mean": 0.01, "eps_cov": 1e-3},  # the paper's Eq. 9, scaled
     "wasserstein_plain": {"eps_mean": 0.01, "eps_cov": 1e-3, "scaled": False},
+    "frobenius": {"eps_mean": 0.01, "eps_cov": 1e-3},
 }
 #: The library function of each ``--projection``.
 FUNCTION = {"wasserstein_plain": "wasserstein_projection"}
