@@ -172,6 +172,11 @@ def all_true(x: Array, xp: ModuleType) -> bool:
     return False if backend(xp).traced(x) else bool(xp.all(x))
 
 
+def as_f64(x: Array, xp: ModuleType) -> Array:
+    """``x`` in float64 (the dtype of every internal solve)."""
+    return xp.astype(x, xp.float64)
+
+
 def select(cond: Array, a: Array, b: Array, xp: ModuleType) -> Array:
     """``xp.where(cond, a, b)``, or ``a`` itself where ``cond`` holds everywhere and ``a`` has
     the result's shape (eager only): the same values and gradients, without a select whose

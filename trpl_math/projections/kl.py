@@ -237,8 +237,8 @@ def kl_cov_eigen_projection(
     ratio, rot = B.eigh(w @ B.mT(w), xp)  # eigenvalues 1/λ of L_o⁻¹ Σ L_o⁻ᵀ
     old_chol = take(old_chol)
     basis = old_chol @ rot
-    lam = 1.0 / _f64(ratio, xp)
-    hx, (lam_h, eps_h) = B.to_host(xp, lam, _f64(take(eps), xp))
+    lam = 1.0 / B.as_f64(ratio, xp)
+    hx, (lam_h, eps_h) = B.to_host(xp, lam, B.as_f64(take(eps), xp))
     ones = hx.full(eps_h.shape, True)
     t = kl_cov_root(lam_h, eps_h, ones, hx)
     t = B.from_host(t, xp, lam)
@@ -455,7 +455,3 @@ def _device(x: Array) -> Any:
     import array_api_compat
 
     return array_api_compat.device(x)
-
-
-def _f64(x: Array, xp: ModuleType) -> Array:
-    return xp.astype(x, xp.float64)

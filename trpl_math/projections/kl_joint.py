@@ -109,11 +109,11 @@ def kl_joint_projection(
         target = 2.0 * beta - d * _LOG_2PIE
         scale_new = xp.exp(xp.clip((target - log_det) / d, 0.0, None))
         scale_old = xp.exp(xp.clip((target - old_log_det) / d, 0.0, None))
-        log_b_min0 = _f64(B.stop_gradient((target - old_log_det) / d, xp), xp)
+        log_b_min0 = B.as_f64(B.stop_gradient((target - old_log_det) / d, xp), xp)
 
     # Forward solve in the generalised eigenbasis (float64, no gradient).
     lam, z, basis = pencil.eigh(diff)
-    eps64 = _f64(B.stop_gradient(eps_, xp), xp)
+    eps64 = B.as_f64(B.stop_gradient(eps_, xp), xp)
     host = (lam, z, eps64) + (() if log_b_min0 is None else (log_b_min0,))
     hx, (lam_h, z_h, eps_h, *rest) = B.to_host(xp, *host)
     log_b_h = rest[0] if rest else None
@@ -527,21 +527,21 @@ class Pencil:
         ``z = V⁻¹(μ - μ_o)`` and the basis ``V = L_o U`` (``Vᵀ Λ_o V = I``, ``Vᵀ Λ V = diag λ``);
         ``V`` is the vector of old standard deviations if diagonal."""
         xp = self.xp
-        diff = _f64(B.stop_gradient(diff, xp), xp)
+        diff = B.as_f64(B.stop_gradient(diff, xp), xp)
         if self.diag:
-            std = xp.sqrt(_f64(B.stop_gradient(self.old_cov, xp), xp))
-            lam = _f64(B.stop_gradient(self.old_cov / self.cov, xp), xp)
+            std = xp.sqrt(B.as_f64(B.stop_gradient(self.old_cov, xp), xp))
+            lam = B.as_f64(B.stop_gradient(self.old_cov / self.cov, xp), xp)
             return lam, diff / std, std
         w = self._whitened_chol()
         evals, evecs = B.eigh(w @ B.mT(w), xp)
-        old_chol = _f64(B.stop_gradient(self.old_chol, xp), xp)
+        old_chol = B.as_f64(B.stop_gradient(self.old_chol, xp), xp)
         white = B.solve_tril_vec(old_chol, diff, xp)
         return 1.0 / evals, xp.sum(evecs * white[..., :, None], axis=-2), old_chol @ evecs
 
     def _whitened_chol(self) -> Array:
         xp = self.xp
-        chol = _f64(B.stop_gradient(self.chol, xp), xp)
-        old_chol = _f64(B.stop_gradient(self.old_chol, xp), xp)
+        chol = B.as_f64(B.stop_gradient(self.chol, xp), xp)
+        old_chol = B.as_f64(B.stop_gradient(self.old_chol, xp), xp)
         return B.solve_tril(old_chol, chol, xp)  # L_o⁻¹ L: W Wᵀ = Σ_o^{-1/2}-whitened Σ
 
     def interpolate(self, eta: Array, diff: Array | None = None) -> Interpolated:
@@ -597,7 +597,3 @@ class Pencil:
         if self.diag:
             return xp.sum(xp.log(self.cov if which == "cov" else self.old_cov), axis=-1)
         return B.logdet_from_chol(self.chol if which == "cov" else self.old_chol, xp)
-
-
-def _f64(x: Array, xp: ModuleType) -> Array:
-    return xp.astype(x, xp.float64)
