@@ -470,9 +470,7 @@ def run(
         if progress is not None:
             progress("interrupted: reporting the calls run so far")
     else:
-        if progress is not None:
-            unit = "calls" if only is None else "indices"
-            progress(f"{calls}/{calls} {unit}, {time.perf_counter() - t0:.0f} s")
+        _progress(progress, calls, calls, only, t0)
     worst = sorted(worst, key=lambda w: -w[0])[:worst_shown]
     return tallies, worst, counters["unverified"], time.perf_counter() - t0
 
@@ -494,9 +492,8 @@ def _loop(
 ) -> None:
     """The body of :func:`run` (interruptible: the tallies fill in place)."""
     for index in range(start, start + calls):
-        if progress is not None and (index - start) % max(1, calls // 20) == 0 and index > start:
-            unit = "calls" if only is None else "indices"
-            progress(f"{index - start}/{calls} {unit}, {time.perf_counter() - t0:.0f} s")
+        if index > start and (index - start) % max(1, calls // 20) == 0:
+            _progress(progress, index - start, calls, only, t0)
         case = draw_case(seed, index, dtypes, backends)
         if only is not None and case.projection not in only:
             continue
@@ -535,6 +532,13 @@ def _loop(
             worst.append((excess, out, check))
         if len(worst) > 4 * worst_shown:
             worst[:] = sorted(worst, key=lambda w: -w[0])[: 2 * worst_shown]
+
+
+def _progress(progress: Any, done: int, calls: int, only: Any, t0: float) -> None:
+    """One progress line: ``done`` of ``calls`` call indices (each a call without ``--only``)."""
+    if progress is not None:
+        unit = "calls" if only is None else "indices"
+        progress(f"{done}/{calls} {unit}, {time.perf_counter() - t0:.0f} s")
 
 
 def _result_values(case: Case) -> tuple[np.ndarray, np.ndarray]:
@@ -666,12 +670,8 @@ class Shard:
     tallies: dict[str, Tally]
     unverified: int
     worst: list[tuple[float, str, str]]  # (excess, case line, reproduce line)
-    indices: int = -1  # call indices scanned (``--only``), else ``calls``
-    only: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.indices < 0:
-            self.indices = self.calls
+    indices: int  # call indices covered (``calls`` unless the run had ``--only``)
+    only: str | None  # the ``--only`` projections, ``/``-joined
 
 
 def parse_report(text: str, name: str = "report") -> Shard:
@@ -705,7 +705,7 @@ def parse_report(text: str, name: str = "report") -> Shard:
     return Shard(
         int(m[1]), int(m[4]), int(m[5]), m[6], m[7], int(m[8]),
         (lines[head + 1], lines[head + 2]), tallies, unverified, worst,
-        int(m[2]) if m[2] else -1, m[3],
+        int(m[2] or m[1]), m[3],
     )  # fmt: skip
 
 

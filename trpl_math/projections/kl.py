@@ -266,11 +266,10 @@ def pencil_cov(
     def congruence(w: Array) -> Array:
         return B.sym((basis * xp.astype(w, old_cov.dtype)[..., None, :]) @ B.mT(basis))
 
-    if not B.backend(xp).traced(near):  # eager: one congruence where every state agrees
-        if bool(xp.all(near)):
-            return old_cov + congruence(step)
-        if not bool(xp.any(near)):
-            return congruence(1.0 / nu)
+    if B.all_true(near, xp):  # eager: one congruence where every state agrees
+        return old_cov + congruence(step)
+    if not B.any_true(near, xp):
+        return congruence(1.0 / nu)
     return xp.where(near[..., None, None], old_cov + congruence(step), congruence(1.0 / nu))
 
 

@@ -440,13 +440,14 @@ def _implicit_graph(
     deta = xp.astype(-t * t * dkl_dt, dtype)
     interp = pencil.interpolate(eta_c, diff)
     a = 1.0 + eta_c
-    log_a = xp.log1p(eta_c)
+    log_a = None if diag else xp.log1p(eta_c)  # only the full form of f needs it
     if beta is not None:
         # a such that H(π̃) = β exactly: d log a = 2β - d log 2πe - log|Σ_o| + log|K| - log|Σ|.
         target = 2.0 * beta - d * _LOG_2PIE
         log_a_ent = (target - old_log_det + interp.logdet_k - log_det) / d
         a = xp.where(ent_active, xp.exp(log_a_ent), a)
-        log_a = xp.where(ent_active, log_a_ent, log_a)
+        if log_a is not None:
+            log_a = xp.where(ent_active, log_a_ent, log_a)
     cov_t = a[ex] * interp.cov
     # only its gradient is used: no factor of cov_t needed (Pencil.kl_interpolated)
     f = pencil.kl_interpolated(interp, cov_t, a, log_a, log_det) - eps
@@ -490,14 +491,15 @@ def _eta_derivative(ds: Array, dm: Array, basis: Array, diag: bool, xp: Any) -> 
 
 
 class Interpolated(NamedTuple):
-    """``S = Σ_o (η Σ + Σ_o)⁻¹ Σ`` (so ``Σ̃ = a S``), ``μ̃ - μ_o = Σ_o v`` with
-    ``v = K⁻¹ (μ - μ_o)`` (``None`` without a mean), ``log|K|`` and ``factor_k``: the Cholesky
-    factor ``L_K`` of ``K = η Σ + Σ_o`` (full covariances) or ``K`` itself (diagonal ones)."""
+    """``S = Σ_o (η Σ + Σ_o)⁻¹ Σ`` (so ``Σ̃ = a S``), ``μ̃ - μ_o`` and ``log|K|``; for full
+    covariances also what :meth:`Pencil.kl_interpolated` needs: the Cholesky factor ``L_K`` of
+    ``K = η Σ + Σ_o`` and ``v = K⁻¹ (μ - μ_o)`` (``None`` for diagonal ones, or without a
+    mean)."""
 
     cov: Array
     mean_offset: Array | None
     logdet_k: Array
-    factor_k: Array
+    chol_k: Array | None
     solved: Array | None
 
 
@@ -551,7 +553,7 @@ class Pencil:
             k = eta[..., None] * self.cov + self.old_cov
             offset = None if diff is None else self.old_cov * diff / k
             cov = self.old_cov * self.cov / k
-            return Interpolated(cov, offset, xp.sum(xp.log(k), axis=-1), k, None)
+            return Interpolated(cov, offset, xp.sum(xp.log(k), axis=-1), None, None)
         k = eta[..., None, None] * self.cov + self.old_cov
         chol_k = B.cholesky(k, xp, name="interpolated precision", check=False)
         left = B.solve_tril(chol_k, self.old_cov, xp)
@@ -566,7 +568,7 @@ class Pencil:
         return Interpolated(B.sym(B.mT(left) @ right), offset, logdet_k, chol_k, v)
 
     def kl_interpolated(
-        self, interp: Interpolated, cov_t: Array, a: Array, log_a: Array, log_det: Array
+        self, interp: Interpolated, cov_t: Array, a: Array, log_a: Array | None, log_det: Array
     ) -> Array:
         """``KL(N(μ_o + Σ_o v, a S) ‖ N(μ_o, Σ_o))`` of an interpolation (:meth:`interpolate`
         with a mean; ``cov_t = a S``) for the implicit-gradient graph of
@@ -579,13 +581,13 @@ class Pencil:
         ``ε = 1e-8``). Diagonal ones: the sum of small terms ``½ Σ_i [(μ̃ - μ_o)_i²/σ²_o,i +
         φ(cov_t,i/σ²_o,i - 1)]``, which costs no factorisation either; the cancelling form would
         leave ~``u/ε`` there (5e-9 at ``ε = 1e-8``). Shapes: ``a, log_a, log_det (...)``
-        (``log_det = log|Σ|``) -> ``(...)``."""
+        (``log_a = log a``, only for full covariances; ``log_det = log|Σ|``) -> ``(...)``."""
         xp = self.xp
         if self.diag:
             offset = interp.mean_offset
             maha = xp.sum(offset * offset / self.old_cov, axis=-1)
             return 0.5 * maha + kl_cov_diag(cov_t, self.old_cov, xp)
-        w = B.solve_tril(interp.factor_k, self.chol, xp)
+        w = B.solve_tril(interp.chol_k, self.chol, xp)
         trace = xp.sum(xp.sum(w * w, axis=-1), axis=-1)
         maha = xp.sum(interp.mean_offset * interp.solved, axis=-1)
         d = int(self.cov.shape[-1])
