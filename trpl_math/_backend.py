@@ -312,14 +312,15 @@ def sylvester_eigen(m: Array, s: Array, xp: ModuleType) -> Array:
     return xp.where(positive, m / xp.where(positive, denom, 1.0), 0.0)
 
 
-def sqrtm_psd(x: Array, xp: ModuleType) -> Array:
+def sqrtm_psd(x: Array, xp: ModuleType, *, refine: bool = True) -> Array:
     """Symmetric square root of a batch of symmetric positive-definite matrices.
 
-    Its gradient (with torch; JAX alike) solves the Sylvester equation ``S dS + dS S = dA`` in
+    ``V diag(s) Vᵀ`` from ``eigh``, refined by one Newton step measured against ``x`` itself
+    (:func:`newton_root_core`, docs/math.md §2.6) unless ``refine`` is false. Its gradient (with torch; JAX alike) solves the Sylvester equation ``S dS + dS S = dA`` in
     the eigenbasis, ``dA' = dS' / (s_i + s_j)``, which stays finite when eigenvalues repeat (the
     generic ``eigh`` backward divides by their differences and gives NaN there).
     """
-    return backend(xp).sqrtm_psd(x)
+    return backend(xp).sqrtm_psd(x, refine)
 
 
 def split_rows(x: Array, bits: int, xp: ModuleType) -> tuple[Array, Array]:
@@ -359,12 +360,14 @@ def square_residual(a: Array, f: Array, xp: ModuleType) -> Array:
 def sqrtm_psd_extended(x: Array, xp: ModuleType) -> Array:
     """The symmetric root of SPD ``x`` (float64) accurate to about the rounding of its entries.
 
-    The refined root ``F`` of :func:`sqrtm_psd` plus one more Newton step
+    The eigenbasis root ``F = V diag(s) Vᵀ`` plus one Newton step
     ``V [(Vᵀ R V)_ij / (s_i + s_j)] Vᵀ`` whose residual ``R = x - F²`` comes from
     :func:`square_residual` (docs/math.md §2.6): a float64 residual is itself only good to
-    ~u‖x‖, so float64 ``F`` misses the root by ~u‖x‖/(s_i + s_j), which the Eq. 9 projection,
-    plain and scaled (a root compared with the root of a nearby matrix), turns into errors above
-    its tolerance. The gradient, where one can flow, is that of :func:`sqrtm_psd` (the same matrix
+    ~u‖x‖, so a root refined in float64 still misses by ~u‖x‖/(s_i + s_j), which the Eq. 9
+    projection, plain and scaled (a root compared with the root of a nearby matrix), turns into
+    errors above its tolerance. Newton converges quadratically, so the one exact-residual step
+    from ``F`` (off by ~c u‖x‖/(s_i + s_j)) leaves ~(c u)² κ(x)^{3/2} relative to the root: below
+    its rounding up to condition numbers far beyond float64's reach. The gradient, where one can flow, is that of :func:`sqrtm_psd` (the same matrix
     up to rounding), added as ``g - stop_gradient(g)``.
 
     Shapes: ``(..., d, d)`` -> ``(..., d, d)``.
@@ -373,7 +376,7 @@ def sqrtm_psd_extended(x: Array, xp: ModuleType) -> Array:
     w, v = eigh(const, xp)
     s = xp.sqrt(xp.where(w > 0, w, 0.0))
     vt = mT(v)
-    f = v @ newton_root_core(vt @ const @ v, s, xp) @ vt
+    f = (v * s[..., None, :]) @ vt
     f = 0.5 * (f + mT(f))
     step = v @ sylvester_eigen(vt @ square_residual(const, f, xp) @ v, s, xp) @ vt
     root = f + 0.5 * (step + mT(step))

@@ -71,19 +71,22 @@ def _mT(x: Array) -> Array:
     return jnp.swapaxes(x, -1, -2)
 
 
-@jax.custom_vjp
-def sqrtm_psd(x: Array) -> Array:
-    return _sqrtm_fwd(x)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def sqrtm_psd(x: Array, refine: bool = True) -> Array:
+    return _sqrtm_fwd(x, refine)[0]
 
 
-def _sqrtm_fwd(a: Array) -> tuple[Array, tuple[Array, Array]]:
+def _sqrtm_fwd(a: Array, refine: bool) -> tuple[Array, tuple[Array, Array]]:
     w, v = jnp.linalg.eigh(a)
     s = jnp.sqrt(jnp.clip(w, 0.0, None))
-    root = v @ B.newton_root_core(_mT(v) @ a @ v, s, jnp) @ _mT(v)
+    if refine:
+        root = v @ B.newton_root_core(_mT(v) @ a @ v, s, jnp) @ _mT(v)
+    else:
+        root = (v * s[..., None, :]) @ _mT(v)
     return 0.5 * (root + _mT(root)), (s, v)
 
 
-def _sqrtm_bwd(res: tuple[Array, Array], grad: Array) -> tuple[Array]:
+def _sqrtm_bwd(refine: bool, res: tuple[Array, Array], grad: Array) -> tuple[Array]:
     s, v = res
     g = _mT(v) @ (0.5 * (grad + _mT(grad))) @ v
     denom = s[..., :, None] + s[..., None, :]

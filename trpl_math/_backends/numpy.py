@@ -7,7 +7,7 @@ Every back-end module defines these functions with these contracts (see docs/bac
 * ``needs_grad(*arrays)`` — whether a gradient can flow back to any of ``arrays`` (the
   gradient-only terms of the core are skipped where none can);
 * ``stop_gradient(x)``; ``cholesky(x, *, name, check)``; ``solve_tril(L, b, *, transpose)``;
-* ``eigh(x)``, ``eigvalsh(x)``; ``sqrtm_psd(x)``;
+* ``eigh(x)``, ``eigvalsh(x)``; ``sqrtm_psd(x, refine)``;
 * ``to_host(xp, *arrays)`` / ``from_host(x, like)`` — the namespace for the tiny Newton loops;
 * ``x_minus_log1p(x)`` and ``kl_cov_projection(cov, old_cov, eps, diag)`` — the core's
   functions with their custom gradients (plain values here).
@@ -65,12 +65,13 @@ def eigh(x: Array) -> tuple[Array, Array]:
     return np.linalg.eigh(x)
 
 
-def sqrtm_psd(x: Array) -> Array:
-    """The eigenbasis root, refined by one Newton step (``_backend.newton_root_core``)."""
+def sqrtm_psd(x: Array, refine: bool = True) -> Array:
+    """The eigenbasis root, refined by one Newton step (``_backend.newton_root_core``) unless
+    ``refine`` is false."""
     w, v = np.linalg.eigh(x)
     s = np.sqrt(np.clip(w, 0.0, None))
     vt = np.swapaxes(v, -1, -2)
-    root = v @ B.newton_root_core(vt @ x @ v, s, np) @ vt
+    root = v @ B.newton_root_core(vt @ x @ v, s, np) @ vt if refine else (v * s[..., None, :]) @ vt
     return 0.5 * (root + np.swapaxes(root, -1, -2))
 
 

@@ -89,11 +89,11 @@ def eigh(x: Array) -> tuple[Array, Array]:
     return torch.linalg.eigh(x)
 
 
-def sqrtm_psd(x: Array) -> Array:
-    """With a backward that solves the Sylvester equation ``S dS + dS S = dA`` in the
+def sqrtm_psd(x: Array, refine: bool = True) -> Array:
+    """Newton-refined unless ``refine`` is false. With a backward that solves the Sylvester equation ``S dS + dS S = dA`` in the
     eigenbasis, ``dA' = dS' / (s_i + s_j)``, finite when eigenvalues repeat (the generic
     ``eigh`` backward divides by their differences and gives NaN there)."""
-    return SqrtmPSD.apply(x)
+    return SqrtmPSD.apply(x, refine)
 
 
 def to_host(xp: ModuleType, *arrays: Array) -> tuple[ModuleType, list[Array]]:
@@ -300,21 +300,24 @@ class SqrtmPSD(torch.autograd.Function):
     """Symmetric square root of SPD matrices with a Sylvester-equation backward."""
 
     @staticmethod
-    def forward(ctx: Any, a: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, a: torch.Tensor, refine: bool) -> torch.Tensor:
         w, v = torch.linalg.eigh(a)
         s = w.clamp_min(0).sqrt()
         ctx.save_for_backward(s, v)
         vt = v.mT.contiguous()
-        root = v @ B.newton_root_core(vt @ a @ v, s, B.namespace(a)) @ vt
+        if refine:
+            root = v @ B.newton_root_core(vt @ a @ v, s, B.namespace(a)) @ vt
+        else:
+            root = (v * s.unsqueeze(-2)) @ vt
         return 0.5 * (root + root.mT)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         s, v = ctx.saved_tensors
         g = v.mT @ (0.5 * (grad + grad.mT)) @ v
         denom = s.unsqueeze(-1) + s.unsqueeze(-2)
         g = g / denom.clamp_min(torch.finfo(s.dtype).tiny)
-        return v @ g @ v.mT.contiguous()
+        return v @ g @ v.mT.contiguous(), None
 
 
 class XMinusLog1p(torch.autograd.Function):

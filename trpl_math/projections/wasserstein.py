@@ -108,16 +108,20 @@ def wasserstein_projection(
     return Gaussian(project_mean(p.mean, p.old_mean, maha, eps_m, xp), proj_cov)
 
 
-def _root_gap(cov: Array, old_cov: Array, scaled: bool, xp: ModuleType) -> tuple[Array, ...]:
+def _root_gap(
+    cov: Array, old_cov: Array, scaled: bool, xp: ModuleType, *, refine: bool = True
+) -> tuple[Array, ...]:
     """Square roots, their difference and the paper's covariance part ``c`` (full matrices).
 
     The old root is taken to full float64 accuracy (:func:`B.sqrtm_psd_extended`): the
     projection builds ``Σ̃`` about ``Σ_o`` exactly, so the root of ``Σ̃`` is ``F_o + t G`` only
     if ``F_o`` is the root of ``Σ_o`` itself; a miss of ~u‖Σ_o‖/λ_min^{1/2} moved the measured
     part of ill-conditioned pairs over its tolerance, plain and scaled (docs/math.md §2.6).
-    The new root's error only changes ``G``, with which ``c`` and ``Σ̃`` agree.
+    The new root's error only changes ``G``, with which ``c`` and ``Σ̃`` agree, so the
+    projection passes ``refine=False`` (the eigenbasis root, no Newton step); the measure
+    refines it, to report ``c`` of ``cov`` itself.
     """
-    root = B.sqrtm_psd(cov, xp)
+    root = B.sqrtm_psd(cov, xp, refine=refine)
     old_root = B.sqrtm_psd_extended(old_cov, xp)
     gap = root - old_root
     if scaled:
@@ -178,7 +182,7 @@ def _commuting_cov(
     cov: Array, old_cov: Array, eps: Array, scaled: bool, xp: ModuleType
 ) -> tuple[Array, Array]:
     """Eq. 9: interpolate the symmetric square roots."""
-    _, old_root, gap, c = _root_gap(cov, old_cov, scaled, xp)
+    _, old_root, gap, c = _root_gap(cov, old_cov, scaled, xp, refine=False)
     t, active = shrink_factor(c, eps, xp)
     return _expand_square(old_cov, old_root, gap, t, xp), active
 
