@@ -201,6 +201,62 @@ class TestKLJointProjection:
         got = tm.kl_divergence(out.mean, out.cov, args[2], args[3]).total
         assert_close(got[1], eps[1], rtol=LAND_RTOL_F64)
 
+    @pytest.mark.parametrize("diag", [False, True])
+    @pytest.mark.parametrize("infeasible", [False, True])
+    def test_mixed_cases_in_one_batch_equal_one_state_at_a_time(
+        self, xp: ModuleType, diag: bool, infeasible: bool
+    ) -> None:
+        """A batch of a solved state (the KL and the entropy bound bind), a state inside both
+        bounds, one only under the entropy bound and (optionally) an infeasible one gives, per
+        state, what the state gives alone: the closed forms of the unsolved ones are the same
+        whether or not a batch holds an infeasible state."""
+        cov1 = np.array([0.3, 0.05]) if diag else COV
+        old = np.ones(2) if diag else np.eye(2)
+        free = tm.kl_joint_projection(*_b1(np, MEAN, cov1, OLD_MEAN, old), eps=0.05, diag=diag)
+        binding = float(tm.entropy(free.cov, diag=diag)[0]) + 0.05
+        states = [  # (mean, cov, old_mean, old_cov, eps, beta)
+            (MEAN, cov1, OLD_MEAN, old, 0.05, binding),
+            ([0.01, 0.0], 0.99 * old, [0.0, 0.0], old, 0.1, -10.0),
+            ([0.1, 0.0], 0.9 * old, [0.0, 0.0], old, 0.1, 2 * 0.5 * LOG_2PIE - 0.01),
+        ]
+        if infeasible:
+            states.append((MEAN, cov1, OLD_MEAN, 0.1 * old, 1e-3, _h_np(0.1 * np.eye(2)) + 1.0))
+        cols = [np.stack([np.asarray(st[k], dtype=float) for st in states]) for k in range(6)]
+        args = tuple(asarray(xp, c) for c in cols[:4])
+        eps, beta = asarray(xp, cols[4]), asarray(xp, cols[5])
+        out = tm.kl_joint_projection(*args, eps=eps, entropy_bound=beta, diag=diag)
+        for i in range(len(states)):
+            one = tm.kl_joint_projection(
+                *(a[i : i + 1] for a in args), eps=eps[i : i + 1], entropy_bound=beta[i : i + 1],
+                diag=diag,
+            )  # fmt: skip
+            assert_close(out.mean[i : i + 1], one.mean, rtol=1e-12, atol=1e-15)
+            assert_close(out.cov[i : i + 1], one.cov, rtol=1e-12, atol=1e-15)
+        assert_equal(out.mean[1], args[0][1])  # inside: unchanged
+        assert_equal(out.cov[1], args[1][1])
+        assert_equal(out.mean[2], args[0][2])  # entropy only: the mean unchanged
+        if infeasible:
+            assert_equal(out.mean[3], args[2][3])  # infeasible: the old mean
+        h = tm.entropy(out.cov, diag=diag)
+        assert_close(h[0], beta[0], rtol=1e-10)
+        assert_close(h[2], beta[2], rtol=1e-10)
+
+    @pytest.mark.parametrize("diag", [False, True])
+    def test_entropy_bound_gradient_is_zero_where_it_binds_nowhere(self, diag: bool) -> None:
+        """β that binds at no state still takes a gradient (zero), not an error."""
+        raw = [torch.from_numpy(a) for a in (diag_problem() if diag else problem())]
+        kl = tm.kl_divergence(*raw, diag=diag).total
+        cov = raw[1].clone().requires_grad_()
+        beta = (tm.entropy(raw[1], diag=diag) - 5.0).requires_grad_()
+        out = tm.kl_joint_projection(
+            raw[0], cov, raw[2], raw[3], eps=0.3 * kl, entropy_bound=beta, diag=diag
+        )
+        free = tm.kl_joint_projection(raw[0], raw[1], raw[2], raw[3], eps=0.3 * kl, diag=diag)
+        assert_equal(out.cov.detach(), free.cov)
+        g_beta, g_cov = torch.autograd.grad(out.cov.sum(), (beta, cov))
+        assert torch.equal(g_beta, torch.zeros_like(beta))
+        assert torch.isfinite(g_cov).all() and g_cov.abs().max() > 0
+
     # -- parametrisations, back ends, dtypes, broadcasting --
 
     @pytest.mark.parametrize("beta", [None, 2.0])

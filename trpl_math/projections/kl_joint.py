@@ -161,7 +161,10 @@ def kl_joint_projection(
         cov_t = cov_t + (graph_cov - B.stop_gradient(graph_cov, xp))
     if everywhere:
         return Gaussian(mean_t, cov_t)
-    out_mean, out_cov = closed_forms()
+    if B.any_true(infeasible_h, hx):
+        out_mean, out_cov = closed_forms()
+    else:  # the common case: no select with the old policy (the where below makes the copy)
+        out_mean, out_cov = p.mean, scale_new[ex] * p.cov
     return Gaussian(
         xp.where(solve[..., None], mean_t, out_mean), xp.where(solve[ex], cov_t, out_cov)
     )
@@ -441,13 +444,14 @@ def _implicit_graph(
     interp = pencil.interpolate(eta_c, diff)
     a = 1.0 + eta_c
     log_a = None if diag else xp.log1p(eta_c)  # only the full form of f needs it
-    if beta is not None:
+    # where no entropy bound binds a stays 1 + η (unless β asks for its gradient, 0 then)
+    if beta is not None and (B.any_true(ent_active, xp) or B.backend(xp).needs_grad(beta)):
         # a such that H(π̃) = β exactly: d log a = 2β - d log 2πe - log|Σ_o| + log|K| - log|Σ|.
         target = 2.0 * beta - d * _LOG_2PIE
         log_a_ent = (target - old_log_det + interp.logdet_k - log_det) / d
-        a = xp.where(ent_active, xp.exp(log_a_ent), a)
+        a = B.select(ent_active, xp.exp(log_a_ent), a, xp)
         if log_a is not None:
-            log_a = xp.where(ent_active, log_a_ent, log_a)
+            log_a = B.select(ent_active, log_a_ent, log_a, xp)
     cov_t = a[ex] * interp.cov
     # only its gradient is used: no factor of cov_t needed (Pencil.kl_interpolated)
     f = pencil.kl_interpolated(interp, cov_t, a, log_a, log_det) - eps
