@@ -316,9 +316,10 @@ def sqrtm_psd(x: Array, xp: ModuleType, *, refine: bool = True) -> Array:
     """Symmetric square root of a batch of symmetric positive-definite matrices.
 
     ``V diag(s) Vᵀ`` from ``eigh``, refined by one Newton step measured against ``x`` itself
-    (:func:`newton_root_core`, docs/math.md §2.6) unless ``refine`` is false. Its gradient (with torch; JAX alike) solves the Sylvester equation ``S dS + dS S = dA`` in
-    the eigenbasis, ``dA' = dS' / (s_i + s_j)``, which stays finite when eigenvalues repeat (the
-    generic ``eigh`` backward divides by their differences and gives NaN there).
+    (:func:`newton_root_core`, docs/math.md §2.6) unless ``refine`` is false. Its gradient (with
+    torch; JAX alike) solves the Sylvester equation ``S dS + dS S = dA`` in the eigenbasis,
+    ``dA' = dS' / (s_i + s_j)``, which stays finite when eigenvalues repeat (the generic ``eigh``
+    backward divides by their differences and gives NaN there).
     """
     return backend(xp).sqrtm_psd(x, refine)
 
@@ -366,9 +367,9 @@ def sqrtm_psd_extended(x: Array, xp: ModuleType) -> Array:
     ~u‖x‖, so a root refined in float64 still misses by ~u‖x‖/(s_i + s_j), which the Eq. 9
     projection, plain and scaled (a root compared with the root of a nearby matrix), turns into
     errors above its tolerance. Newton converges quadratically, so the one exact-residual step
-    from ``F`` (off by ~c u‖x‖/(s_i + s_j)) leaves ~(c u)² κ(x)^{3/2} relative to the root: below
-    its rounding up to condition numbers far beyond float64's reach. The gradient, where one can flow, is that of :func:`sqrtm_psd` (the same matrix
-    up to rounding), added as ``g - stop_gradient(g)``.
+    from ``F`` (off by ~c u‖x‖/(s_i + s_j)) leaves ~(c u)² κ(x)^{3/2} relative to the root, below
+    its rounding. The gradient, where one can flow, is that of :func:`sqrtm_psd` (the same
+    matrix up to rounding), added as ``g - stop_gradient(g)``.
 
     Shapes: ``(..., d, d)`` -> ``(..., d, d)``.
     """

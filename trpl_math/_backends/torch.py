@@ -90,9 +90,10 @@ def eigh(x: Array) -> tuple[Array, Array]:
 
 
 def sqrtm_psd(x: Array, refine: bool = True) -> Array:
-    """Newton-refined unless ``refine`` is false. With a backward that solves the Sylvester equation ``S dS + dS S = dA`` in the
-    eigenbasis, ``dA' = dS' / (s_i + s_j)``, finite when eigenvalues repeat (the generic
-    ``eigh`` backward divides by their differences and gives NaN there)."""
+    """Newton-refined unless ``refine`` is false. With a backward that solves the Sylvester
+    equation ``S dS + dS S = dA`` in the eigenbasis, ``dA' = dS' / (s_i + s_j)``, finite when
+    eigenvalues repeat (the generic ``eigh`` backward divides by their differences and gives NaN
+    there)."""
     return SqrtmPSD.apply(x, refine)
 
 
