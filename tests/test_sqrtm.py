@@ -55,6 +55,43 @@ class TestNewtonRootCore:
         np.testing.assert_array_equal(root, np.diag([2.0, 0.0, 1.0]))
 
 
+class TestUnrefinedRoot:
+    """``sqrtm_psd(refine=False)``: the eigenbasis root alone, with the same gradient."""
+
+    def test_is_the_symmetrised_eigenbasis_root(self, xp: ModuleType) -> None:
+        a = spd(8, cond=1e7, seed=4) * 10.0
+        w, v = (to_numpy(x) for x in B.eigh(asarray(xp, a), xp))  # the back end's own LAPACK
+        got = to_numpy(B.sqrtm_psd(asarray(xp, a), xp, refine=False))
+        plain = (v * np.sqrt(w)) @ v.T
+        np.testing.assert_allclose(got, 0.5 * (plain + plain.T), rtol=0, atol=64 * U * 10.0)
+        np.testing.assert_array_equal(got, got.T)
+        refined = to_numpy(B.sqrtm_psd(asarray(xp, a), xp))
+        assert not np.array_equal(got, refined)  # the flag is not ignored
+
+    def test_gradient_is_that_of_the_refined_root(self) -> None:
+        a = torch.tensor(spd(4, cond=1e3, seed=5), requires_grad=True)
+        weight = torch.tensor(np.random.default_rng(2).standard_normal((4, 4)))
+        xp = B.namespace(a)
+        (g_plain,) = torch.autograd.grad((B.sqrtm_psd(a, xp, refine=False) * weight).sum(), a)
+        (g_ref,) = torch.autograd.grad((B.sqrtm_psd(a, xp) * weight).sum(), a)
+        torch.testing.assert_close(g_plain, g_ref, rtol=0, atol=0)
+
+    def test_jax_under_jit_and_grad(self) -> None:
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)
+        jnp = jax.numpy
+        a = spd(3, cond=10.0, seed=6)
+
+        def f(x, refine):
+            return jnp.sum(B.sqrtm_psd(x, jnp, refine=refine) ** 2)
+
+        plain = jax.jit(lambda x: f(x, False))(jnp.asarray(a))
+        np.testing.assert_allclose(float(plain), np.trace(a), rtol=1e-12)
+        g_plain = jax.grad(lambda x: f(x, False))(jnp.asarray(a))
+        g_ref = jax.grad(lambda x: f(x, True))(jnp.asarray(a))
+        np.testing.assert_allclose(np.asarray(g_plain), np.asarray(g_ref), rtol=1e-12, atol=1e-14)
+
+
 class TestSquareResidual:
     @pytest.mark.parametrize(("d", "cond"), [(1, 1.0), (3, 1e4), (8, 1e7), (32, 1e8)])
     def test_matches_50_digits_where_the_float64_product_cancels(
