@@ -241,6 +241,46 @@ class TestKLJointProjection:
         assert_close(h[0], beta[0], rtol=1e-10)
         assert_close(h[2], beta[2], rtol=1e-10)
 
+    # (diag, entropy bound above H(π_o)): 43 of the 48 diagonal states and 5 full ones end
+    # on the entropy bound; each batch has states the landing takes past the Newton root
+    @pytest.mark.parametrize(("diag", "above"), [(True, None), (True, 1e-4), (False, None),
+                                                 (False, 3e-3)])  # fmt: skip
+    def test_feasible_root_on_unfinished_states_alone_is_bitwise_the_same(
+        self, monkeypatch: pytest.MonkeyPatch, diag: bool, above: float | None
+    ) -> None:
+        """The bracketing landing evaluates only the states not yet accepted once they are
+        few (a large NumPy batch): the same values and gradients, bit for bit, as evaluating
+        every state."""
+        from trpl_math.projections import kl_joint as KJ
+
+        raw = [torch.from_numpy(a) for a in (diag_problem if diag else problem)(4, batch=48)]
+        kl = tm.kl_divergence(*raw, diag=diag).total
+        beta = None if above is None else tm.entropy(raw[3], diag=diag) + above
+        sizes: list[int] = []
+        real = KJ._kl_parts
+
+        def counted(lam, *rest):
+            sizes.append(int(np.prod(lam.shape[:-1])))
+            return real(lam, *rest)
+
+        monkeypatch.setattr(KJ, "_kl_parts", counted)
+        results = []
+        for compact_min in (2, 10**9):
+            monkeypatch.setattr(KJ, "_COMPACT_MIN", compact_min)
+            sizes.clear()
+            mean, cov = (a.clone().requires_grad_() for a in raw[:2])
+            out = tm.kl_joint_projection(
+                mean, cov, *raw[2:], eps=1e-4 * kl, entropy_bound=beta, diag=diag
+            )
+            grads = torch.autograd.grad((out.mean**2).sum() + out.cov.sum(), (mean, cov))
+            results.append((out.mean.detach(), out.cov.detach(), *grads))
+            if compact_min == 2:
+                assert min(sizes) < 48  # the landing did run on a part of the batch
+            else:
+                assert min(sizes) == 48
+        for a, b in zip(*results, strict=True):
+            assert torch.equal(a, b)
+
     @pytest.mark.parametrize("diag", [False, True])
     def test_entropy_bound_gradient_is_zero_where_it_binds_nowhere(self, diag: bool) -> None:
         """β that binds at no state still takes a gradient (zero), not an error."""

@@ -24,6 +24,7 @@ FEASIBLE_ITER = 60  # bracket steps of _feasible_root
 LAND_TOL = 2e-14  # _feasible_root stops once (KL + err)/ε - 1 ∈ [-LAND_TOL, 0]
 _U64 = 2.0**-53  # unit roundoff of float64
 NEAR_X = 0.5  # max |b/ν_i - 1| up to which Σ̃ is built as Σ_o + V diag(x) Vᵀ
+_COMPACT_MIN = 256  # batch size from which _feasible_root evaluates only its unfinished states
 
 
 @B.working_precision("float64")
@@ -304,7 +305,9 @@ def _feasible_root(
     ``g = -LAND_TOL/2``, until ``lo`` is accepted (or the bracket is within 4e-16), for at most
     :data:`FEASIBLE_ITER` steps, and ``lo`` is returned: the result lands on the bound from the
     feasible side, inside by at most the evaluation's own rounding error (``err``, ~1e-14
-    relative) plus :data:`LAND_TOL`. Float64, host namespace, no gradient.
+    relative) plus :data:`LAND_TOL`. A state once done keeps its ``lo``; on a large NumPy batch
+    the later evaluations take only the states not done (:data:`_COMPACT_MIN`). Float64, host
+    namespace, no gradient.
     Shapes: ``lam, z (..., d)``; ``t, log_b_min0, eps, active, kl_at_one (...)`` -> ``(...)``.
     """
     aim = 0.5 * LAND_TOL
@@ -312,6 +315,30 @@ def _feasible_root(
     def h(x: Array) -> Array:  # g(x) + aim: feasible iff h <= aim, accepted iff |h| <= aim
         kl, err = _kl_at(lam, z, x, log_b_min0, xp)
         return (kl + err) / eps - (1.0 - aim)
+
+    def h_pending(x: Array) -> tuple[Array, Array]:
+        """``(x, h(x))`` where a state is not done, ``(lo, h(lo))`` (no update) where it is:
+        on a large NumPy batch with few states left, evaluated on those alone (the same
+        arithmetic row by row, so the same values)."""
+        pending = ~done()
+        if type(lam) is not np.ndarray or pending.size < _COMPACT_MIN:
+            return x, h(x)
+        idx = np.nonzero(pending)
+        if 2 * idx[0].size > pending.size:
+            return x, h(x)
+        shape = pending.shape
+
+        def sub(a: Array, *event: int) -> Array:
+            return np.broadcast_to(a, shape + event)[idx]
+
+        kl, err = _kl_at(
+            sub(lam, lam.shape[-1]), sub(z, z.shape[-1]), x[idx],
+            None if log_b_min0 is None else sub(log_b_min0), np,
+        )  # fmt: skip
+        x_out, h_out = lo.copy(), h_lo.copy()
+        x_out[idx] = x[idx]
+        h_out[idx] = (kl + err) / sub(eps) - (1.0 - aim)
+        return x_out, h_out
 
     zero, one = xp.zeros_like(t), xp.ones_like(t)
     # lo: the largest feasible point tried (KL(0) = 0); hi: the smallest infeasible one (KL(1) > ε
@@ -325,12 +352,12 @@ def _feasible_root(
     def finished() -> bool:
         return not B.backend(xp).traced(lo) and B.all_true(done(), xp)
 
-    def tried(x: Array, hx_: Array) -> None:
+    def tried(x: Array, hx_: Array) -> None:  # a state once done keeps its lo
         nonlocal lo, h_lo, hi, h_hi
-        feasible = hx_ <= aim
-        up = feasible & (x > lo)
+        feasible, live = hx_ <= aim, ~done()
+        up = feasible & (x > lo) & live
         lo, h_lo = xp.where(up, x, lo), xp.where(up, hx_, h_lo)
-        down = ~feasible & (x < hi)
+        down = ~feasible & (x < hi) & live
         hi, h_hi = xp.where(down, x, hi), xp.where(down, hx_, h_hi)
 
     h0 = h(t)
@@ -338,7 +365,7 @@ def _feasible_root(
     if not finished():
         # the power-law step (KL ∝ t², the small-t limit) to the middle of the accepted band
         guess = xp.clip(t / xp.sqrt(xp.clip(1.0 + h0, _U64, None)), 0.0, 1.0)
-        h1 = h(guess)
+        guess, h1 = h_pending(guess)
         tried(guess, h1)
         if not finished():
             # the secant through both points (the curve's local power, where the step fell short)
@@ -346,7 +373,7 @@ def _feasible_root(
             ok = xp.isfinite(span) & (span != 0.0)
             x2 = guess - h1 * (guess - t) / xp.where(ok, span, one)
             x2 = xp.clip(xp.where(ok & xp.isfinite(x2), x2, guess), 0.0, 1.0)
-            tried(x2, h(x2))
+            tried(*h_pending(x2))
     side = xp.zeros_like(t)  # +1: lo moved last, -1: hi moved last
     for _ in range(FEASIBLE_ITER):
         if finished():
@@ -356,7 +383,7 @@ def _feasible_root(
         ok = xp.isfinite(span) & (span > 0)
         x = lo - h_lo * (hi - lo) / xp.where(ok, span, one)
         x = xp.where(ok & (x > lo) & (x < hi), x, 0.5 * (lo + hi))
-        hx_ = h(x)
+        hx_ = h_pending(x)[1]  # stopped states ignore it
         feasible = (hx_ <= aim) & ~stop
         infeasible = (hx_ > aim) & ~stop
         # Illinois: an endpoint kept twice in a row has its value halved (superlinear, no stall).
