@@ -202,16 +202,22 @@ def test_only_runs_one_projections_calls_at_their_full_run_indices(tmp_path) -> 
         fuzz.merge([full, fuzz.parse_report(texts[1])], 5)
 
 
-def test_the_joint_entropy_rerun_on_the_page_is_what_its_shards_give() -> None:
+@pytest.mark.parametrize(
+    ("folder", "head"),
+    [
+        ("fuzz_1e6_joint_entropy", "110811 calls at 1000000 indices, only kl_joint_entropy"),
+        ("fuzz_1e6_eq9_b6e9664", "222482 calls at 1000000 indices, only w2_eq9/w2_eq9_plain"),
+    ],
+)
+def test_the_reruns_on_the_page_are_what_their_shards_give(folder: str, head: str) -> None:
+    # the re-runs of single projections after a change, at the full run's indices
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    shards = sorted((root / "docs" / "results" / "fuzz_1e6_joint_entropy").glob("shard_*.txt"))
+    shards = sorted((root / "docs" / "results" / folder).glob("shard_*.txt"))
     assert len(shards) == 2
     merged, code = fuzz.merge([fuzz.parse_report(p.read_text(), p.name) for p in shards], 10)
-    assert merged.startswith(
-        "trpl_math fuzz: 110811 calls at 1000000 indices, only kl_joint_entropy, seed 0, start 0,"
-    )
+    assert merged.startswith(f"trpl_math fuzz: {head}, seed 0, start 0,")
     assert "call indices: 0-999999" in merged and code == 0
     page = (root / "docs" / "verification.md").read_text()
     assert f"```\n{merged}\n```" in page
