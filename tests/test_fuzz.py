@@ -207,8 +207,10 @@ def test_only_runs_one_projections_calls_at_their_full_run_indices(tmp_path) -> 
     [
         ("fuzz_1e6_joint_entropy", "110811 calls at 1000000 indices, only kl_joint_entropy"),
         ("fuzz_1e6_eq9_b6e9664", "222482 calls at 1000000 indices, only w2_eq9/w2_eq9_plain"),
-        ("fuzz_1e6_joint_1fa487d",
-         "221968 calls at 1000000 indices, only kl_joint/kl_joint_entropy"),
+        (
+            "fuzz_1e6_joint_1fa487d",
+            "221968 calls at 1000000 indices, only kl_joint/kl_joint_entropy",
+        ),
     ],
 )
 def test_the_reruns_on_the_page_are_what_their_shards_give(folder: str, head: str) -> None:
