@@ -317,7 +317,7 @@ def _feasible_root(
         return (kl + err) / eps - (1.0 - aim)
 
     def h_pending(x: Array) -> tuple[Array, Array]:
-        """``(x, h(x))`` where a state is not done, ``(lo, h(lo))`` (no update) where it is:
+        """``(x, h(x))`` where a state is not done, ``(lo, h_lo)`` (no update) where it is:
         on a large NumPy batch with few states left, evaluated on those alone (the same
         arithmetic row by row, so the same values)."""
         pending = ~done()
