@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _cli import positive
+
 EPS = {
     "kl_joint": {"eps": 0.01},
     "kl": {"eps_mean": 0.01, "eps_cov": 1e-3},
@@ -148,12 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--a", help="checkout A (the baseline)")
     p.add_argument("--b", default=".", help="checkout B (default: this one)")
     p.add_argument("--projection", default="kl_joint", choices=sorted(EPS))
-    p.add_argument("--batch", type=int, nargs="+", default=[32, 64, 512])
-    p.add_argument("--dim", type=int, nargs="+", default=[3, 6, 17])
-    p.add_argument("--dtype", nargs="+", default=["float32", "float64"])
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--batch", type=positive, nargs="+", default=[32, 64, 512])
+    p.add_argument("--dim", type=positive, nargs="+", default=[3, 6, 17])
+    p.add_argument(
+        "--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"]
+    )
+    p.add_argument("--rounds", type=positive, default=2)
     p.add_argument("--count", action="store_true", help="instructions under callgrind, not time")
-    p.add_argument("--calls", type=int, default=2, help="calls counted per case (--count)")
+    p.add_argument("--calls", type=positive, default=2, help="calls counted per case (--count)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:

@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_itpal as bi
+from _cli import positive
 
 try:
     import numba
@@ -238,10 +239,10 @@ def median_ms(impls: dict[str, Any], backward: bool, reps: int) -> dict[str, flo
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, nargs="+", default=[32, 64, 512])
-    p.add_argument("--dim", type=int, nargs="+", default=[3, 6, 17])
+    p.add_argument("--batch", type=positive, nargs="+", default=[32, 64, 512])
+    p.add_argument("--dim", type=positive, nargs="+", default=[3, 6, 17])
     p.add_argument("--dtype", nargs="+", choices=["float32", "float64"], default=["float32"])
-    p.add_argument("--reps", type=int, default=41, help="interleaved repetitions per point")
+    p.add_argument("--reps", type=positive, default=41, help="interleaved repetitions per point")
     args = p.parse_args(argv)
     if numba is None:
         print("bench_compiled_floor.py needs numba (pip install numba)", file=sys.stderr)

@@ -40,6 +40,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import torch
+from _cli import positive
 
 import trpl_math as tm
 from trpl_math import no_validation
@@ -229,13 +230,15 @@ def fmt_row(r: dict[str, Any]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--full", action="store_true", help="batch 32/64/512/4096 x d 3/6/17 x f32/f64")
-    p.add_argument("--batch", type=int, nargs="+", default=[64, 512])
-    p.add_argument("--dim", type=int, nargs="+", default=[6, 17])
-    p.add_argument("--dtype", nargs="+", default=["float32", "float64"])
+    p.add_argument("--batch", type=positive, nargs="+", default=[64, 512])
+    p.add_argument("--dim", type=positive, nargs="+", default=[6, 17])
+    p.add_argument(
+        "--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"]
+    )
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument(
         "--reps",
-        type=int,
+        type=positive,
         default=None,
         help="interleaved repetitions per point (default: 21/11/5 by size)",
     )

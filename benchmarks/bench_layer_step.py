@@ -24,6 +24,7 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
+from _cli import positive
 
 from trpl_math.measures import MEASURES as MEASURE_REGISTRY
 from trpl_math.torch import TrustRegionLayer
@@ -72,11 +73,11 @@ def step_times(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--dim", type=int, default=3)
+    parser.add_argument("--batch", type=positive, default=32)
+    parser.add_argument("--dim", type=positive, default=3)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--penalty", choices=["mean", "full"], default="mean")
-    parser.add_argument("--calls", type=int, default=600)
+    parser.add_argument("--calls", type=positive, default=600)
     parser.add_argument("--measures", nargs="+", default=list(MEASURES), choices=MEASURES)
     args = parser.parse_args()
     torch.set_num_threads(1)

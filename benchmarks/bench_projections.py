@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from _cli import positive
 
 import trpl_math as tm
 
@@ -234,8 +235,8 @@ def main() -> None:
     parser.add_argument(
         "--full", action="store_true", help="the whole target grid of docs/performance.md"
     )
-    parser.add_argument("--batch", type=int, nargs="+", default=[512])
-    parser.add_argument("--dim", type=int, nargs="+", default=[17])
+    parser.add_argument("--batch", type=positive, nargs="+", default=[512])
+    parser.add_argument("--dim", type=positive, nargs="+", default=[17])
     parser.add_argument("--dtype", nargs="+", default=["float64"], choices=["float32", "float64"])
     parser.add_argument(
         "--validate", action="store_true", help="keep input checks on (default: off)"

@@ -33,6 +33,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 import torch
+from _cli import positive
 
 from trpl_math.rl.config import load_config
 from trpl_math.rl.trainer import Trainer
@@ -206,14 +207,14 @@ def bench_sb3(iterations: int, env_id: str) -> tuple[float, float] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--iterations", type=positive, default=10)
     parser.add_argument("--methods", nargs="+", default=["kl", "w2", "frob", "ppo"])
     parser.add_argument("--env", default="Hopper-v5")
     parser.add_argument("--no-sb3", action="store_true")
     parser.add_argument(
         "--seeds-in-process",
         nargs="+",
-        type=int,
+        type=positive,
         metavar="S",
         help="time S seeds in one process against the single-seed Trainer (no SB3 then)",
     )

@@ -20,6 +20,8 @@ import argparse
 import hashlib
 import os
 
+from _cli import positive
+
 from trpl_math.rl.config import load_config
 from trpl_math.rl.trainer import Trainer
 
@@ -49,7 +51,7 @@ def run(method: str, overrides: dict[str, str], iterations: int) -> tuple[str, f
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--iterations", type=int, default=2)
+    p.add_argument("--iterations", type=positive, default=2)
     args = p.parse_args()
     print("# OPENBLAS_CORETYPE =", os.environ.get("OPENBLAS_CORETYPE", "unset (chosen by CPU)"))
     for method, overrides in CASES:
