@@ -254,8 +254,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.jax:  # XLA's Eigen on one thread, like torch's; float64 enabled
         os.environ["XLA_FLAGS"] = (
-            os.environ.get("XLA_FLAGS", "")
-            + " --xla_cpu_multi_thread_eigen=false"
+            os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
         )
         import jax
 
