@@ -169,3 +169,26 @@ def test_gaussian_scale_tril_stays_jax(diag: bool) -> None:
     tril = tm.Gaussian(jnp.asarray(P["mean"]), jnp.asarray(cov)).scale_tril(diag=diag)
     assert isinstance(tril, jax.Array)
     _close(tril, tm.Gaussian(P["mean"], cov).scale_tril(diag=diag))
+
+
+def test_joint_landing_is_one_loop_under_jit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the bracketing landing runs as lax.while_loop under jit: the curve is traced 10 times (the
+    # Newton loop, the landing's first steps, each loop body once), not once per unrolled step
+    # (FEASIBLE_ITER = 60: 69 traces and ~30 s of compilation at 64 x 6 before)
+    from trpl_math.projections import kl_joint as KJ
+
+    traces: list[int] = []
+    real = KJ._kl_parts
+
+    def counted(*args: Any) -> Any:
+        traces.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(KJ, "_kl_parts", counted)
+    args = [jnp.asarray(a) for a in DIAG]
+    with tm.no_validation():
+        out = jax.jit(lambda *a: tm.kl_joint_projection(*a, eps=0.05, diag=True))(*args)
+    ref = tm.kl_joint_projection(*DIAG, eps=0.05, diag=True)
+    np.testing.assert_allclose(np.asarray(out.cov), ref.cov, rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(out.mean), ref.mean, rtol=1e-13, atol=1e-15)
+    assert len(traces) < 20, len(traces)

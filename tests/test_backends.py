@@ -118,6 +118,37 @@ class TestUnknownNamespace:
         assert _backends.get(array_api_compat.array_namespace(np.ones(1))).autograd is False
 
 
+class TestWhileLoop:
+    """``_backend.while_loop``: a Python loop on eager back ends, ``lax.while_loop`` when
+    traced (its body traced once, not unrolled)."""
+
+    def test_eager_runs_the_body_until_cond_fails(self) -> None:
+        calls = []
+
+        def body(state):
+            calls.append(state[0])
+            return state[0] + 1, state[1] * 2.0
+
+        out = B.while_loop(lambda st: st[0] < 5, body, (0, np.ones(2)), np)
+        assert out[0] == 5 and np.array_equal(out[1], np.full(2, 32.0)) and calls == [0, 1, 2, 3, 4]
+
+    def test_under_jit_the_body_is_traced_once_and_stops_early(self) -> None:
+        jax = pytest.importorskip("jax")
+        jnp = jax.numpy
+        traces = []
+
+        def run(x):
+            def body(state):
+                traces.append(1)
+                return state[0] + 1, state[1] * 0.5
+
+            return B.while_loop(lambda st: (st[0] < 60) & jnp.any(st[1] > 1.0), body, (0, x), jnp)
+
+        i, x = jax.jit(run)(jnp.asarray([8.0, 2.0]))
+        assert int(i) == 3 and np.array_equal(np.asarray(x), [1.0, 0.25])
+        assert len(traces) == 1
+
+
 class TestSelect:
     """``_backend.select``: ``where`` without the select where every state is taken."""
 

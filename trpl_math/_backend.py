@@ -177,6 +177,18 @@ def as_f64(x: Array, xp: ModuleType) -> Array:
     return xp.astype(x, xp.float64)
 
 
+def while_loop(cond: Any, body: Any, state: tuple[Any, ...], xp: ModuleType) -> tuple[Any, ...]:
+    """``while cond(state): state = body(state)``, as the back end's own loop (JAX's
+    ``lax.while_loop``) where the state is traced: a traced program then stops once ``cond``
+    fails, instead of unrolling every step. ``state[1]`` must be an array (it tells tracing)."""
+    loop = getattr(backend(xp), "while_loop", None)
+    if loop is not None and backend(xp).traced(state[1]):
+        return loop(cond, body, state)
+    while cond(state):
+        state = body(state)
+    return state
+
+
 def select(cond: Array, a: Array, b: Array, xp: ModuleType) -> Array:
     """``xp.where(cond, a, b)``, or ``a`` itself where ``cond`` holds everywhere and ``a`` has
     the result's shape (eager only): the same values and gradients, without a select whose

@@ -122,6 +122,11 @@ def x_minus_log1p(x: Array, xp: ModuleType) -> Array:
     return _xml(x)
 
 
+def while_loop(cond: Any, body: Any, state: tuple[Any, ...]) -> tuple[Any, ...]:
+    """:func:`trpl_math._backend.while_loop` under tracing: ``lax.while_loop``."""
+    return lax.while_loop(lambda st: jnp.asarray(cond(st)), body, state)
+
+
 def newton_log(fun: Any, active: Array, start: Array) -> Array:
     """:func:`trpl_math.projections._kl_solver.newton_log` as a ``lax.while_loop`` (the same
     steps; finished states stay fixed while the others iterate)."""

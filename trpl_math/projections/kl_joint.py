@@ -316,11 +316,10 @@ def _feasible_root(
         kl, err = _kl_at(lam, z, x, log_b_min0, xp)
         return (kl + err) / eps - (1.0 - aim)
 
-    def h_pending(x: Array) -> tuple[Array, Array]:
-        """``(x, h(x))`` where a state is not done, ``(lo, h_lo)`` (no update) where it is:
-        on a large NumPy batch with few states left, evaluated on those alone (the same
+    def h_pending(x: Array, pending: Array, lo: Array, h_lo: Array) -> tuple[Array, Array]:
+        """``(x, h(x))`` where a state is ``pending``, ``(lo, h_lo)`` (no update) where not: on
+        a large NumPy batch with few states left, evaluated on those alone (the same
         arithmetic row by row, so the same values)."""
-        pending = ~done()
         if type(lam) is not np.ndarray or pending.size < _COMPACT_MIN:
             return x, h(x)
         idx = np.nonzero(pending)
@@ -346,8 +345,11 @@ def _feasible_root(
     lo, h_lo = zero, aim - one
     hi, h_hi = one, kl_at_one / eps - (1.0 - aim)
 
-    def done() -> Array:
+    def done_at(lo: Array, h_lo: Array, hi: Array) -> Array:
         return ~active | (hi - lo <= 4e-16 * hi) | (h_lo >= -aim)
+
+    def done() -> Array:
+        return done_at(lo, h_lo, hi)
 
     def finished() -> bool:
         return not B.backend(xp).traced(lo) and B.all_true(done(), xp)
@@ -365,7 +367,7 @@ def _feasible_root(
     if not finished():
         # the power-law step (KL ∝ t², the small-t limit) to the middle of the accepted band
         guess = xp.clip(t / xp.sqrt(xp.clip(1.0 + h0, _U64, None)), 0.0, 1.0)
-        guess, h1 = h_pending(guess)
+        guess, h1 = h_pending(guess, ~done(), lo, h_lo)
         tried(guess, h1)
         if not finished():
             # the secant through both points (the curve's local power, where the step fell short)
@@ -373,17 +375,19 @@ def _feasible_root(
             ok = xp.isfinite(span) & (span != 0.0)
             x2 = guess - h1 * (guess - t) / xp.where(ok, span, one)
             x2 = xp.clip(xp.where(ok & xp.isfinite(x2), x2, guess), 0.0, 1.0)
-            tried(*h_pending(x2))
-    side = xp.zeros_like(t)  # +1: lo moved last, -1: hi moved last
-    for _ in range(FEASIBLE_ITER):
-        if finished():
-            break
-        stop = done()
+            tried(*h_pending(x2, ~done(), lo, h_lo))
+    def more(state: tuple[Any, ...]) -> Any:  # a step left and a state not done
+        i, lo, h_lo, hi = state[:4]
+        return (i < FEASIBLE_ITER) & xp.any(~done_at(lo, h_lo, hi))
+
+    def illinois(state: tuple[Any, ...]) -> tuple[Any, ...]:
+        i, lo, h_lo, hi, h_hi, side = state  # side +1: lo moved last, -1: hi moved last
+        stop = done_at(lo, h_lo, hi)
         span = h_hi - h_lo
         ok = xp.isfinite(span) & (span > 0)
         x = lo - h_lo * (hi - lo) / xp.where(ok, span, one)
         x = xp.where(ok & (x > lo) & (x < hi), x, 0.5 * (lo + hi))
-        hx_ = h_pending(x)[1]  # stopped states ignore it
+        hx_ = h_pending(x, ~stop, lo, h_lo)[1]  # stopped states ignore it
         feasible = (hx_ <= aim) & ~stop
         infeasible = (hx_ > aim) & ~stop
         # Illinois: an endpoint kept twice in a row has its value halved (superlinear, no stall).
@@ -392,6 +396,11 @@ def _feasible_root(
         lo, h_lo = xp.where(feasible, x, lo), xp.where(feasible, hx_, h_lo)
         hi, h_hi = xp.where(infeasible, x, hi), xp.where(infeasible, hx_, h_hi)
         side = xp.where(feasible, one, xp.where(infeasible, -one, side))
+        return i + 1, lo, h_lo, hi, h_hi, side
+
+    # a traced program (jax.jit) runs this as its back end's loop, which also stops once every
+    # state is done (the steps after that change nothing), not as FEASIBLE_ITER unrolled steps
+    lo = B.while_loop(more, illinois, (0, lo, h_lo, hi, h_hi, xp.zeros_like(t)), xp)[1]
     return xp.where(active, lo, t)
 
 
