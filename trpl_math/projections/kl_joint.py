@@ -376,6 +376,7 @@ def _feasible_root(
             x2 = guess - h1 * (guess - t) / xp.where(ok, span, one)
             x2 = xp.clip(xp.where(ok & xp.isfinite(x2), x2, guess), 0.0, 1.0)
             tried(*h_pending(x2, ~done(), lo, h_lo))
+
     def more(state: tuple[Any, ...]) -> Any:  # a step left and a state not done
         i, lo, h_lo, hi = state[:4]
         return (i < FEASIBLE_ITER) & xp.any(~done_at(lo, h_lo, hi))
