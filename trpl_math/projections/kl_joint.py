@@ -348,34 +348,30 @@ def _feasible_root(
     def done_at(lo: Array, h_lo: Array, hi: Array) -> Array:
         return ~active | (hi - lo <= 4e-16 * hi) | (h_lo >= -aim)
 
-    def done() -> Array:
-        return done_at(lo, h_lo, hi)
-
-    def finished() -> bool:
-        return not B.backend(xp).traced(lo) and B.all_true(done(), xp)
-
-    def tried(x: Array, hx_: Array) -> None:  # a state once done keeps its lo
+    def tried(x: Array, hx_: Array, live: Array) -> None:  # a state once done keeps its lo
         nonlocal lo, h_lo, hi, h_hi
-        feasible, live = hx_ <= aim, ~done()
+        feasible = hx_ <= aim
         up = feasible & (x > lo) & live
         lo, h_lo = xp.where(up, x, lo), xp.where(up, hx_, h_lo)
         down = ~feasible & (x < hi) & live
         hi, h_hi = xp.where(down, x, hi), xp.where(down, hx_, h_hi)
 
     h0 = h(t)
-    tried(t, h0)
-    if not finished():
+    tried(t, h0, ~done_at(lo, h_lo, hi))
+    live = ~done_at(lo, h_lo, hi)
+    if B.any_true(live, xp):  # (always taken when traced)
         # the power-law step (KL ∝ t², the small-t limit) to the middle of the accepted band
         guess = xp.clip(t / xp.sqrt(xp.clip(1.0 + h0, _U64, None)), 0.0, 1.0)
-        guess, h1 = h_pending(guess, ~done(), lo, h_lo)
-        tried(guess, h1)
-        if not finished():
+        guess, h1 = h_pending(guess, live, lo, h_lo)
+        tried(guess, h1, live)
+        live = ~done_at(lo, h_lo, hi)
+        if B.any_true(live, xp):
             # the secant through both points (the curve's local power, where the step fell short)
             span = h1 - h0
             ok = xp.isfinite(span) & (span != 0.0)
             x2 = guess - h1 * (guess - t) / xp.where(ok, span, one)
             x2 = xp.clip(xp.where(ok & xp.isfinite(x2), x2, guess), 0.0, 1.0)
-            tried(*h_pending(x2, ~done(), lo, h_lo))
+            tried(*h_pending(x2, live, lo, h_lo), live)
 
     def more(state: tuple[Any, ...]) -> Any:  # a step left and a state not done
         i, lo, h_lo, hi = state[:4]
