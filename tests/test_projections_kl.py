@@ -15,8 +15,10 @@ from _helpers import (
     ProjectionCases,
     asarray,
     assert_close,
+    problem,
     rotation,
     spd,
+    sym_param,
     to_numpy,
 )
 
@@ -372,6 +374,71 @@ class TestFusedDiagonalNode:
         for a, b in zip(run(tm.kl_projection), run(_array_path), strict=True):
             assert a.shape == b.shape and a.dtype == b.dtype
             assert float((a - b).abs().max()) <= rtol * float(b.abs().max())
+
+
+class TestFullCovarianceNode:
+    """``KLCovProjection`` on full covariances: a batch whose states are all active takes a
+    path without gather and scatter, a mixed one gathers the active states and scatters their
+    gradients back, and ``∂L/∂Σ_o`` is formed only when the old covariance asks for it."""
+
+    @staticmethod
+    def _batch() -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Four states and a covariance bound per state: states 1 and 3 inside their bound."""
+        raw = [torch.from_numpy(a) for a in problem(seed=3, batch=4)]
+        c = tm.kl_divergence(*raw).cov
+        eps_c = torch.where(torch.arange(4) % 2 == 1, 2.0 * c, 0.3 * c)
+        return raw, eps_c
+
+    @staticmethod
+    def _grads(raw: list[torch.Tensor], eps_c: torch.Tensor, *, old: bool) -> list[torch.Tensor]:
+        """Projected covariance, ∂L/∂Σ, ∂L/∂ε_Σ (and ∂L/∂Σ_o with ``old``) of a fixed loss."""
+        cov = raw[1].clone().requires_grad_()
+        old_cov = raw[3].clone().requires_grad_(old)
+        eps = eps_c.clone().requires_grad_()
+        out = tm.kl_projection(raw[0], cov, raw[2], old_cov, eps_mean=1.0, eps_cov=eps)
+        d = out.cov.shape[-1]
+        weight = torch.linspace(-1.0, 2.0, d * d, dtype=torch.float64).reshape(d, d)
+        loss = (out.cov * weight).sum()  # the same weights for every state
+        wrt = (cov, eps, old_cov) if old else (cov, eps)
+        return [out.cov.detach(), *torch.autograd.grad(loss, wrt)]
+
+    def test_mixed_batch_gives_each_state_its_own_result(self) -> None:
+        raw, eps_c = self._batch()
+        batch = self._grads(raw, eps_c, old=True)
+        for b in range(4):
+            alone = self._grads([x[b : b + 1] for x in raw], eps_c[b : b + 1], old=True)
+            for got, want in zip(batch, alone, strict=True):
+                assert_close(got[b : b + 1], want, rtol=1e-13, atol=1e-15)
+        for b in (1, 3):  # inside: identity for Σ, nothing for Σ_o and ε
+            assert bool((batch[3][b] == 0).all()) and float(batch[2][b]) == 0.0
+
+    def test_all_active_batch_matches_the_gathering_path(self) -> None:
+        """The same active states with and without an inactive one among them."""
+        raw, eps_c = self._batch()
+        mixed = self._grads(raw, eps_c, old=True)
+        keep = torch.tensor([0, 2])
+        active = self._grads([x[keep] for x in raw], eps_c[keep], old=True)
+        for got, want in zip(active, mixed, strict=True):
+            assert_close(got, want[keep], rtol=1e-13, atol=1e-15)
+
+    def test_old_covariance_gradient_only_when_asked(self) -> None:
+        raw, eps_c = self._batch()
+        with_old = self._grads(raw, eps_c, old=True)
+        without = self._grads(raw, eps_c, old=False)
+        for got, want in zip(without, with_old[:3], strict=True):
+            assert bool((got == want).all())
+
+    def test_gradcheck_mixed_batch(self) -> None:
+        raw, eps_c = self._batch()
+        cov, old_cov = (x.clone().requires_grad_() for x in (raw[1], raw[3]))
+        eps = eps_c.clone().requires_grad_()
+
+        def fn(c: torch.Tensor, c_o: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+            return tm.kl_projection(
+                raw[0], sym_param(c), raw[2], sym_param(c_o), eps_mean=1.0, eps_cov=e
+            ).cov
+
+        assert torch.autograd.gradcheck(fn, (cov, old_cov, eps))
 
 
 class TestNewtonStart:

@@ -355,41 +355,49 @@ class KLCovProjection(torch.autograd.Function):
 
         sol = kl_cov_eigen_projection(cov, old_cov, eps, diag, B.namespace(cov))
         ctx.diag = diag
-        ctx.save_for_backward(sol.index, sol.basis, sol.old_chol, sol.lam, sol.nu, sol.t)
+        ctx.save_for_backward(sol.index, sol.basis, sol.old_chol, sol.rot, sol.lam, sol.nu, sol.t)
         return sol.cov
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        index, basis, old_chol, lam, nu, t = ctx.saved_tensors
+        index, basis, old_chol, rot, lam, nu, t = ctx.saved_tensors
+        need_cov, need_old, need_eps = ctx.needs_input_grad[:3]
         diag = ctx.diag
         event = grad.shape[-1:] if diag else grad.shape[-2:]
+        batch = grad.shape[: grad.ndim - len(event)]
         flat = grad.reshape(-1, *event)
         if diag:  # every state was solved; t == 1 marks the inactive ones (identity)
             xp = B.namespace(grad)
             hx, host = to_host(xp, flat, basis, lam, nu, t)
-            g_cov, g_old, g_eps = (
-                from_host(g, grad).to(grad.dtype).reshape(shape)
-                for g, shape in zip(
-                    kl_cov_diag_grads(*host, hx),
-                    (grad.shape, grad.shape, grad.shape[:-1]),
-                    strict=True,
-                )
+            grads = kl_cov_diag_grads(*host, hx, need_old=need_old, need_eps=need_eps)
+            return (
+                *(
+                    None if g is None else from_host(g, grad).to(grad.dtype).reshape(shape)
+                    for g, shape in zip(grads, (grad.shape, grad.shape, batch), strict=True)
+                ),
+                None,
             )
-            return g_cov, g_old, g_eps, None
-        g_cov_flat = flat.clone()
-        g_old_flat = torch.zeros_like(flat)
-        g_eps_flat = flat.new_zeros(flat.shape[0])
-        if index.numel():
+        n = int(index.shape[0])
+        if n == flat.shape[0]:  # every state active: no gather, no scatter
             g_cov, g_old, g_eps = KLCovProjection._active_grads(
-                flat[index], basis, old_chol, lam, nu, t
+                flat, basis, old_chol, rot, lam, nu, t, need_old
             )
-            g_cov_flat[index], g_old_flat[index], g_eps_flat[index] = g_cov, g_old, g_eps
-        batch = grad.shape[: grad.ndim - len(event)]
+        else:
+            g_cov = flat.clone()
+            g_old = torch.zeros_like(flat) if need_old else None
+            g_eps = flat.new_zeros(flat.shape[0])
+            if n:
+                a_cov, a_old, a_eps = KLCovProjection._active_grads(
+                    flat[index], basis, old_chol, rot, lam, nu, t, need_old
+                )
+                g_cov[index], g_eps[index] = a_cov, a_eps
+                if need_old:
+                    g_old[index] = a_old
         return (
-            g_cov_flat.reshape(grad.shape),
-            g_old_flat.reshape(grad.shape),
-            g_eps_flat.reshape(batch),
+            g_cov.reshape(grad.shape) if need_cov else None,
+            g_old.reshape(grad.shape) if need_old else None,
+            g_eps.reshape(batch) if need_eps else None,
             None,
         )
 
@@ -398,11 +406,14 @@ class KLCovProjection(torch.autograd.Function):
         grad: torch.Tensor,
         basis: torch.Tensor,
         old_chol: torch.Tensor,
+        rot: torch.Tensor,
         lam: torch.Tensor,
         nu: torch.Tensor,
         t: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Gradients for the active states of full covariances (arrays hold only those)."""
+        need_old: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Gradients for the active states of full covariances (arrays hold only those);
+        ``∂L/∂Σ_o`` only with ``need_old`` (else ``None``)."""
         dt = grad.dtype
         lam, nu, t = lam.to(dt), nu.to(dt), t.to(dt)
         eta1 = (1.0 / t).unsqueeze(-1)  # η + 1
@@ -417,14 +428,15 @@ class KLCovProjection(torch.autograd.Function):
         eye = torch.diag_embed(torch.ones_like(nu))
         p_hat = g_hat / (nu.unsqueeze(-1) * nu.unsqueeze(-2))
         m_hat = (p_hat - (k * r).unsqueeze(-1) * eye) / eta1.unsqueeze(-1)
-        rot = torch.linalg.solve_triangular(old_chol, basis, upper=False)  # U = L_o⁻¹ V
+        # V⁻ᵀ = L_o⁻ᵀ U (U orthogonal): V⁻ᵀ x V⁻¹ = A x Aᵀ with one triangular solve for A
+        inv_t = torch.linalg.solve_triangular(old_chol.mT, rot, upper=True)
 
-        def back(x: torch.Tensor) -> torch.Tensor:  # V⁻ᵀ x V⁻¹ = L_o⁻ᵀ U x Uᵀ L_o⁻¹
-            y = rot @ x @ rot.mT.contiguous()
-            y = torch.linalg.solve_triangular(old_chol.mT, y, upper=True)
-            return torch.linalg.solve_triangular(old_chol.mT, y.mT, upper=True).mT
+        def back(x: torch.Tensor) -> torch.Tensor:
+            return inv_t @ x @ inv_t.mT.contiguous()
 
-        g_cov = back(lam.unsqueeze(-1) * m_hat * lam.unsqueeze(-2))
-        d_old = eta.unsqueeze(-1) * m_hat - (k * 0.5 * (1.0 - 1.0 / nu)).unsqueeze(-1) * eye
-        g_old = back(d_old)
-        return B.sym(g_cov), B.sym(g_old), k.squeeze(-1)
+        g_cov = B.sym(back(lam.unsqueeze(-1) * m_hat * lam.unsqueeze(-2)))
+        g_old = None
+        if need_old:
+            d_old = eta.unsqueeze(-1) * m_hat - (k * 0.5 * (1.0 - 1.0 / nu)).unsqueeze(-1) * eye
+            g_old = B.sym(back(d_old))
+        return g_cov, g_old, k.squeeze(-1)

@@ -186,6 +186,8 @@ class EigenSolution(NamedTuple):
         basis: ``(n, d, d)`` ``V = L_o U`` with ``Vᵀ Σ_o⁻¹ V = I`` and ``Vᵀ Σ⁻¹ V = diag λ``;
             the old standard deviations ``(n, d)`` if diagonal.
         old_chol: ``(n, d, d)`` ``L_o`` (``basis`` again if diagonal).
+        rot: ``(n, d, d)`` the orthogonal ``U`` of ``V = L_o U``, the eigenvectors of
+            ``L_o⁻¹ Σ L_o⁻ᵀ`` (``basis`` again if diagonal).
         lam: ``(n, d)`` generalised eigenvalues λ (float64).
         nu: ``(n, d)`` ``ν = 1 + t(λ - 1)``, the whitened projected precision (float64).
         t: ``(n,)`` ``1/(1 + η)`` (float64).
@@ -195,6 +197,7 @@ class EigenSolution(NamedTuple):
     index: Array
     basis: Array
     old_chol: Array
+    rot: Array
     lam: Array
     nu: Array
     t: Array
@@ -231,8 +234,9 @@ def kl_cov_eigen_projection(
     kl_now = kl_cov_whitened(white_chol, xp)
     active = kl_now > eps
     index = xp.nonzero(active)[0]
-    out = xp.asarray(cov, copy=True)
-    take = lambda x: xp.take(x, index, axis=0)  # noqa: E731
+    n = int(index.shape[0])
+    every = n == int(active.shape[0])  # every state active: no gather, no scatter
+    take = (lambda x: x) if every else (lambda x: xp.take(x, index, axis=0))
     w = take(white_chol)
     ratio, rot = B.eigh(w @ B.mT(w), xp)  # eigenvalues 1/λ of L_o⁻¹ Σ L_o⁻ᵀ
     old_chol = take(old_chol)
@@ -243,9 +247,14 @@ def kl_cov_eigen_projection(
     t = kl_cov_root(lam_h, eps_h, ones, hx)
     t = B.from_host(t, xp, lam)
     nu = 1.0 + t[..., None] * (lam - 1.0)
-    if int(index.shape[0]):
-        out[index] = pencil_cov(take(old_cov), basis, lam, nu, t, xp)
-    return EigenSolution(xp.reshape(out, (*batch, *event)), index, basis, old_chol, lam, nu, t)
+    if every and n:
+        out = pencil_cov(old_cov, basis, lam, nu, t, xp)
+    else:
+        out = xp.asarray(cov, copy=True)
+        if n:
+            out[index] = pencil_cov(take(old_cov), basis, lam, nu, t, xp)
+    out = xp.reshape(out, (*batch, *event))
+    return EigenSolution(out, index, basis, old_chol, rot, lam, nu, t)
 
 
 def pencil_cov(
@@ -291,7 +300,7 @@ def _diag_projection(
     out = xp.reshape(xp.astype(out, var.dtype), (*batch, int(var.shape[-1])))
     index = xp.arange(int(var.shape[0]), device=_device(var))
     std = xp.astype(std, var.dtype)
-    return EigenSolution(out, index, std, std, lam, nu, t)
+    return EigenSolution(out, index, std, std, std, lam, nu, t)
 
 
 class DiagCovSolution(NamedTuple):
