@@ -441,6 +441,47 @@ class TestFullCovarianceNode:
         assert torch.autograd.gradcheck(fn, (cov, old_cov, eps))
 
 
+class TestOneFactorOfTheOldCovariance:
+    """The mean's Mahalanobis part and the covariance projection share one Cholesky factor of
+    ``Σ_o`` (it used to be taken twice per call): the same bits, one factorisation less."""
+
+    @pytest.mark.parametrize("lib", ["numpy", "torch"])
+    def test_each_covariance_factorised_once(self, lib: str, monkeypatch) -> None:
+        from trpl_math import _backend
+
+        names: list[str] = []
+        real = _backend.cholesky
+
+        def counting(x, xp, *, name, check):
+            names.append(name)
+            return real(x, xp, name=name, check=check)
+
+        raw = problem(seed=4, batch=3)
+        args = raw if lib == "numpy" else tuple(torch.from_numpy(a) for a in raw)
+        want = tm.kl_projection(*args, eps_mean=0.01, eps_cov=0.01)
+        monkeypatch.setattr(_backend, "cholesky", counting)
+        got = tm.kl_projection(*args, eps_mean=0.01, eps_cov=0.01)
+        assert sorted(names) == ["cov", "old_cov"]
+        for a, b in zip(got, want, strict=True):
+            assert bool((a == b).all())
+
+    @pytest.mark.parametrize("lib", ["numpy", "torch"])
+    def test_given_factor_gives_the_same_bits(self, lib: str) -> None:
+        from trpl_math import _backend
+        from trpl_math.projections.kl import kl_cov_eigen_projection
+
+        _, cov, _, old_cov = problem(seed=5, batch=4)
+        eps = np.full(4, 0.01)
+        if lib == "torch":
+            cov, old_cov, eps = (torch.from_numpy(a) for a in (cov, old_cov, eps))
+        xp = _backend.namespace(cov)
+        factor = _backend.cholesky(old_cov, xp, name="old_cov", check=True)
+        given = kl_cov_eigen_projection(cov, old_cov, eps, False, xp, factor)
+        taken = kl_cov_eigen_projection(cov, old_cov, eps, False, xp)
+        for a, b in zip(given, taken, strict=True):
+            assert bool((a == b).all())
+
+
 class TestNewtonStart:
     """The first guess of the covariance root (``kl_cov_start``) changes the cost of Newton's
     method, not its result."""

@@ -166,7 +166,17 @@ def newton_log(fun: Any, active: Array, start: Array) -> Array:
 # --- the KL covariance projection -----------------------------------------------------------
 
 
-def kl_cov_projection(cov: Array, old_cov: Array, eps: Array, diag: bool, xp: ModuleType) -> Array:
+def kl_cov_projection(
+    cov: Array,
+    old_cov: Array,
+    eps: Array,
+    diag: bool,
+    xp: ModuleType,
+    old_chol: Array | None = None,
+) -> Array:
+    """``old_chol`` is not used: under ``jit`` XLA computes the one Cholesky factor of
+    ``old_cov`` once anyway (common subexpressions are merged), and passing it into the
+    ``custom_vjp`` would add an input whose cotangent is always zero."""
     from trpl_math._backend import validation_enabled
 
     if not diag and validation_enabled():  # the checks of the NumPy path, outside custom_vjp

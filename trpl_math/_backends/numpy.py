@@ -9,8 +9,9 @@ Every back-end module defines these functions with these contracts (see docs/bac
 * ``stop_gradient(x)``; ``cholesky(x, *, name, check)``; ``solve_tril(L, b, *, transpose)``;
 * ``eigh(x)``, ``eigvalsh(x)``; ``sqrtm_psd(x, refine)``;
 * ``to_host(xp, *arrays)`` / ``from_host(x, like)`` — the namespace for the tiny Newton loops;
-* ``x_minus_log1p(x)`` and ``kl_cov_projection(cov, old_cov, eps, diag)`` — the core's
-  functions with their custom gradients (plain values here).
+* ``x_minus_log1p(x)`` and ``kl_cov_projection(cov, old_cov, eps, diag, xp, old_chol=None)``
+  — the core's functions with their custom gradients (plain values here); ``old_chol``, the
+  factor ``L_o`` the caller took already (a constant), spares a second Cholesky where given.
 
 Imports only NumPy, SciPy and the core beneath it (``_backend``).
 """
@@ -89,7 +90,14 @@ def x_minus_log1p(x: Array, xp: ModuleType) -> Array:
     return x_minus_log1p_values(x, xp)
 
 
-def kl_cov_projection(cov: Array, old_cov: Array, eps: Array, diag: bool, xp: ModuleType) -> Array:
+def kl_cov_projection(
+    cov: Array,
+    old_cov: Array,
+    eps: Array,
+    diag: bool,
+    xp: ModuleType,
+    old_chol: Array | None = None,
+) -> Array:
     from trpl_math.projections.kl import kl_cov_eigen_projection
 
-    return kl_cov_eigen_projection(cov, old_cov, eps, diag, xp).cov
+    return kl_cov_eigen_projection(cov, old_cov, eps, diag, xp, old_chol).cov

@@ -116,8 +116,17 @@ def x_minus_log1p(x: Array, xp: ModuleType) -> Array:
     return XMinusLog1p.apply(x)
 
 
-def kl_cov_projection(cov: Array, old_cov: Array, eps: Array, diag: bool, xp: ModuleType) -> Array:
-    return KLCovProjection.apply(cov, old_cov, eps, diag)
+def kl_cov_projection(
+    cov: Array,
+    old_cov: Array,
+    eps: Array,
+    diag: bool,
+    xp: ModuleType,
+    old_chol: Array | None = None,
+) -> Array:
+    return KLCovProjection.apply(
+        cov, old_cov, eps, diag, None if old_chol is None else old_chol.detach()
+    )
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64)
@@ -345,15 +354,21 @@ class XMinusLog1p(torch.autograd.Function):
 
 
 class KLCovProjection(torch.autograd.Function):
-    """``(cov, old_cov, eps) -> projected cov`` of the KL projection, implicit gradients."""
+    """``(cov, old_cov, eps) -> projected cov`` of the KL projection, implicit gradients (a
+    factor ``L_o`` of ``old_cov`` the caller has taken already may come along, as a constant)."""
 
     @staticmethod
     def forward(
-        ctx: Any, cov: torch.Tensor, old_cov: torch.Tensor, eps: torch.Tensor, diag: bool
+        ctx: Any,
+        cov: torch.Tensor,
+        old_cov: torch.Tensor,
+        eps: torch.Tensor,
+        diag: bool,
+        old_chol: torch.Tensor | None,
     ) -> torch.Tensor:
         from trpl_math.projections.kl import kl_cov_eigen_projection
 
-        sol = kl_cov_eigen_projection(cov, old_cov, eps, diag, B.namespace(cov))
+        sol = kl_cov_eigen_projection(cov, old_cov, eps, diag, B.namespace(cov), old_chol)
         ctx.diag = diag
         ctx.save_for_backward(sol.index, sol.basis, sol.old_chol, sol.rot, sol.lam, sol.nu, sol.t)
         return sol.cov
@@ -377,6 +392,7 @@ class KLCovProjection(torch.autograd.Function):
                     for g, shape in zip(grads, (grad.shape, grad.shape, batch), strict=True)
                 ),
                 None,
+                None,
             )
         n = int(index.shape[0])
         if n == flat.shape[0]:  # every state active: no gather, no scatter
@@ -398,6 +414,7 @@ class KLCovProjection(torch.autograd.Function):
             g_cov.reshape(grad.shape) if need_cov else None,
             g_old.reshape(grad.shape) if need_old else None,
             g_eps.reshape(batch) if need_eps else None,
+            None,
             None,
         )
 

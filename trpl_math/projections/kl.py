@@ -97,10 +97,12 @@ def _kl_projection(
     diag: bool,
 ) -> Gaussian:
     """:func:`kl_projection` as a chain of array operations (any back end, float64 at least)."""
-    p, eps_m, eps_c, maha = _prepared(mean, cov, old_mean, old_cov, eps_mean, eps_cov, diag)
+    p, eps_m, eps_c, maha, old_chol = _prepared(
+        mean, cov, old_mean, old_cov, eps_mean, eps_cov, diag
+    )
     xp = p.xp
     proj_mean = project_mean(p.mean, p.old_mean, 0.5 * maha, eps_m, xp)
-    proj_cov = B.backend(xp).kl_cov_projection(p.cov, p.old_cov, eps_c, diag, xp)
+    proj_cov = B.backend(xp).kl_cov_projection(p.cov, p.old_cov, eps_c, diag, xp, old_chol=old_chol)
     return Gaussian(proj_mean, proj_cov)
 
 
@@ -112,14 +114,16 @@ def _prepared(
     eps_mean: Any,
     eps_cov: Any,
     diag: bool,
-) -> tuple[C.Pair, Array, Array, Array]:
-    """The inputs broadcast to one batch shape, the bounds as arrays of it and ``maha(μ, μ_o;
-    Σ_o)`` ``(...)``, after every input check (those that run with validation off too)."""
+) -> tuple[C.Pair, Array, Array, Array, Array | None]:
+    """The inputs broadcast to one batch shape, the bounds as arrays of it, ``maha(μ, μ_o;
+    Σ_o)`` ``(...)`` and the factor ``L_o`` it took (``None`` if ``diag``), after every input
+    check (those that run with validation off too)."""
     p = prepare_pair(mean, cov, old_mean, old_cov, diag=diag)
     xp = p.xp
     eps_m = prepare_bound(eps_mean, "eps_mean", xp, p.mean, p.batch_shape)
     eps_c = prepare_bound(eps_cov, "eps_cov", xp, p.mean, p.batch_shape)
     diff = p.mean - p.old_mean
+    old_chol = None
     if diag:
         maha = xp.sum(diff * diff / p.old_cov, axis=-1)
     else:
@@ -131,7 +135,7 @@ def _prepared(
     C.check_bound_floor(eps_c, "eps_cov", xp, like=p.mean)
     if not diag:
         C.check_condition(p.old_cov, "old_cov", xp)
-    return p, eps_m, eps_c, maha
+    return p, eps_m, eps_c, maha, old_chol
 
 
 @B.working_precision("float64")
@@ -204,7 +208,12 @@ class EigenSolution(NamedTuple):
 
 
 def kl_cov_eigen_projection(
-    cov: Array, old_cov: Array, eps: Array, diag: bool, xp: ModuleType
+    cov: Array,
+    old_cov: Array,
+    eps: Array,
+    diag: bool,
+    xp: ModuleType,
+    old_chol: Array | None = None,
 ) -> EigenSolution:
     """Forward pass of the KL covariance projection after one generalised eigendecomposition.
 
@@ -218,6 +227,8 @@ def kl_cov_eigen_projection(
     Args:
         cov, old_cov: ``(..., d, d)`` (``(..., d)`` if ``diag``) of one batch shape.
         eps: ``(...)`` bounds.
+        old_chol: ``L_o`` of ``old_cov`` ``(..., d, d)`` where the caller has it already
+            (taken as a constant), else ``None``.
 
     Raises:
         ValueError: (when validating) ``cov`` or ``old_cov`` not positive definite.
@@ -229,7 +240,10 @@ def kl_cov_eigen_projection(
     eps = xp.reshape(B.stop_gradient(eps, xp), (-1,))
     if diag:
         return _diag_projection(cov, old_cov, eps, batch, xp)
-    old_chol = B.cholesky(old_cov, xp, name="old_cov", check=check)
+    if old_chol is None:
+        old_chol = B.cholesky(old_cov, xp, name="old_cov", check=check)
+    else:
+        old_chol = xp.reshape(B.stop_gradient(old_chol, xp), (-1, *event))
     white_chol = B.solve_tril(old_chol, B.cholesky(cov, xp, name="cov", check=check), xp)
     kl_now = kl_cov_whitened(white_chol, xp)
     active = kl_now > eps
