@@ -152,10 +152,10 @@ def run(
     torch.set_num_threads(1)
     header = (
         "| projection | cov | batch | d | dtype | fwd ms | fwd+bwd ms | × eigh | active "
-        "| max \\|part/ε − 1\\| |"
+        "| max \\|part/ε − 1\\| | page faults / fwd+bwd |"
     )
     print(header)
-    print("|" + "---|" * 10)
+    print("|" + "---|" * 11)
     for dtype_name in dtypes:
         dtype = getattr(torch, dtype_name)
         for batch in batches:
@@ -164,10 +164,14 @@ def run(
                     inputs = make_inputs(batch, dim, dtype, diag)
                     eigh_ms = None
                     if not diag:
-                        eigh_ms = median_ms(lambda c=inputs[1]: torch.linalg.eigh(c))
+
+                        def eigh(c: torch.Tensor = inputs[1]) -> Any:
+                            return torch.linalg.eigh(c)
+
+                        eigh_ms = median_ms(eigh)
                         print(
                             f"| *eigh (reference)* | full | {batch} | {dim} | {dtype_name} "
-                            f"| {eigh_ms:.3f} | | 1.0 | | |"
+                            f"| {eigh_ms:.3f} | | 1.0 | | | {faults_per_call(eigh)} |"
                         )
                     for name, (fn, kw) in PROJECTIONS.items():
                         row = _row(name, fn, kw, inputs, diag, validate)
@@ -175,7 +179,7 @@ def run(
                         print(
                             f"| {name} | {'diag' if diag else 'full'} | {batch} | {dim} "
                             f"| {dtype_name} | {row[0]:.3f} | {row[1]:.3f} | {ratio} "
-                            f"| {row[2]:.2f} | {row[3]:.1e} |",
+                            f"| {row[2]:.2f} | {row[3]:.1e} | {row[5]} |",
                             flush=True,
                         )
                         if with_jax:
@@ -184,7 +188,7 @@ def run(
                             print(
                                 f"| {name} (jax jit) | {'diag' if diag else 'full'} | {batch} "
                                 f"| {dim} | {dtype_name} | {row[0]:.3f} | {row[1]:.3f} "
-                                f"| {ratio} | {row[2]:.2f} | {row[3]:.1e} |",
+                                f"| {ratio} | {row[2]:.2f} | {row[3]:.1e} | |",
                                 flush=True,
                             )
 
@@ -209,7 +213,21 @@ def _row(name: str, fn: Callable, kw: dict, inputs: tuple, diag: bool, validate:
     else:  # the ratio to eigh from interleaved runs of the two
         fb, eigh_ms = interleaved_ms([forward_backward, lambda: torch.linalg.eigh(inputs[1])])
     active, err = bound_error(name, forward(), inputs, diag)
-    return fwd, fb, active, err, eigh_ms
+    return fwd, fb, active, err, eigh_ms, faults_per_call(forward_backward)
+
+
+def faults_per_call(fn: Callable[[], Any], calls: int = 10) -> str:
+    """Minor page faults of this process per call of ``fn`` (after one warm-up call), as text:
+    memory freed to the kernel by one call and touched again by the next costs one each."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return "n/a"
+    fn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return f"{(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls:.0f}"
 
 
 def _jax_row(name: str, fn: Callable, kw: dict, inputs: tuple, diag: bool) -> tuple:
