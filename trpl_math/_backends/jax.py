@@ -227,7 +227,7 @@ def _kl_full_all_states(cov: Array, old_cov: Array, eps: Array) -> tuple[Array, 
     nu = 1.0 + t[..., None] * (lam - 1.0)
     proj = pencil_cov(old_f, basis, lam, nu, t, jnp)
     out = jnp.where(active[..., None, None], proj, cov_f)
-    return jnp.reshape(out, (*batch, d, d)), (basis, old_chol, lam, nu, t, active)
+    return jnp.reshape(out, (*batch, d, d)), (basis, old_chol, rot, lam, nu, t, active)
 
 
 def _kl_cov_bwd(diag: bool, res: Any, grad: Array) -> tuple[Array, Array, Array]:
@@ -242,10 +242,10 @@ def _kl_cov_bwd(diag: bool, res: Any, grad: Array) -> tuple[Array, Array, Array]
         return tuple(  # type: ignore[return-value]
             jnp.reshape(jnp.asarray(x, dtype=grad.dtype), s) for x, s in zip(g, shapes, strict=True)
         )
-    basis, old_chol, lam, nu, t, active = res
+    basis, old_chol, rot, lam, nu, t, active = res
     d = grad.shape[-1]
     flat = jnp.reshape(grad, (-1, d, d))
-    g_cov, g_old, g_eps = _full_grads(flat, basis, old_chol, lam, nu, t, active)
+    g_cov, g_old, g_eps = _full_grads(flat, basis, old_chol, rot, lam, nu, t, active)
     return (
         jnp.reshape(g_cov, grad.shape),
         jnp.reshape(g_old, grad.shape),
@@ -257,9 +257,17 @@ _kl_cov.defvjp(_kl_cov_fwd, _kl_cov_bwd)
 
 
 def _full_grads(
-    grad: Array, basis: Array, old_chol: Array, lam: Array, nu: Array, t: Array, active: Array
+    grad: Array,
+    basis: Array,
+    old_chol: Array,
+    rot: Array,
+    lam: Array,
+    nu: Array,
+    t: Array,
+    active: Array,
 ) -> tuple[Array, Array, Array]:
-    """torch's ``KLCovProjection._active_grads`` for every state; identity where inactive."""
+    """torch's ``KLCovProjection._active_grads`` for every state; identity where inactive
+    (``∂L/∂Σ_o`` always: a ``custom_vjp`` returns a cotangent for every input)."""
     dt = grad.dtype
     lam, nu, t = (jnp.asarray(x, dtype=dt) for x in (lam, nu, t))
     eta1 = (1.0 / t)[..., None]  # η + 1
@@ -275,12 +283,10 @@ def _full_grads(
     eye = jnp.eye(nu.shape[-1], dtype=dt)
     p_hat = g_hat / (nu[..., :, None] * nu[..., None, :])
     m_hat = (p_hat - (k * r)[..., None] * eye) / eta1[..., None]
-    rot = solve_tril(old_chol, basis)  # U = L_o⁻¹ V
+    inv_t = solve_tril(old_chol, rot, transpose=True)  # V⁻ᵀ = L_o⁻ᵀ U, U orthogonal
 
-    def back(x: Array) -> Array:  # V⁻ᵀ x V⁻¹ = L_o⁻ᵀ U x Uᵀ L_o⁻¹
-        y = rot @ x @ _mT(rot)
-        y = solve_tril(old_chol, y, transpose=True)
-        return _mT(solve_tril(old_chol, _mT(y), transpose=True))
+    def back(x: Array) -> Array:  # V⁻ᵀ x V⁻¹
+        return inv_t @ x @ _mT(inv_t)
 
     g_cov = back(lam[..., :, None] * m_hat * lam[..., None, :])
     d_old = eta[..., None] * m_hat - (k * 0.5 * (1.0 - 1.0 / nu))[..., None] * eye
