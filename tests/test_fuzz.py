@@ -211,6 +211,7 @@ def test_only_runs_one_projections_calls_at_their_full_run_indices(tmp_path) -> 
             "fuzz_1e6_joint_1fa487d",
             "221968 calls at 1000000 indices, only kl_joint/kl_joint_entropy",
         ),
+        ("fuzz_1e6_kl_616a9b5", "111291 calls at 1000000 indices, only kl"),
     ],
 )
 def test_the_reruns_on_the_page_are_what_their_shards_give(folder: str, head: str) -> None:
