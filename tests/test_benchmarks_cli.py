@@ -3,6 +3,7 @@ code 2, before any work (a batch of 0 used to run, or end in a traceback)."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def test_a_bad_argument_is_one_line_and_exit_code_2(
 
 
 @pytest.mark.skipif(
-    sys.platform != "linux" or __import__("platform").libc_ver()[0] != "glibc",
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
     reason="glibc's mallopt",
 )
 def test_keep_freed_memory_stops_the_page_faults_of_reused_temporaries() -> None:
